@@ -1,0 +1,95 @@
+# baton — non-recursive build.  Targets: all run test bench fuzz asan fmt deps clean
+# Every process folder links common/ (libbt.a); a process folder never includes another's headers.
+
+CC      ?= cc
+BUILD   ?= build
+SAN     ?=
+OPT     ?= -O2
+CFLAGS  += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter \
+           -D_GNU_SOURCE -Icommon -pthread -MMD -MP $(SAN)
+LDFLAGS += $(SAN) -pthread
+LIBS    := -levent -levent_openssl -levent_pthreads -lzmq -lrocksdb -lssl -lcrypto -lcbor \
+           -lsecp256k1 -lwslay -lhttp_parser -lcurl -ljansson -lm
+
+DEB_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
+            libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev \
+            clang libclang-rt-14-dev nodejs npm procps
+
+COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))
+ROLES      := supervisor ingest verify store fanout
+bin_supervisor := baton
+bin_ingest     := baton-ingest
+bin_verify     := baton-verify
+bin_store      := baton-store
+bin_fanout     := baton-fanout
+BINS := $(foreach r,$(ROLES),$(BUILD)/$(bin_$(r))) $(BUILD)/batonctl
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(filter-out tools/batonctl.c,$(wildcard tools/*.c)))
+
+.PHONY: all run test test-only bench fuzz asan fmt deps clean
+all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libbt.a: $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+define role_rule
+$(BUILD)/$(bin_$(1)): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c)) $(BUILD)/libbt.a
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LIBS)
+endef
+$(foreach r,$(ROLES),$(eval $(call role_rule,$(r))))
+
+$(BUILD)/batonctl: $(BUILD)/tools/batonctl.o $(BUILD)/libbt.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(BUILD)/libbt.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libbt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Install what is missing (Debian 12, as root); skip what is present.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	@if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules ]; then \
+	  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error); fi
+
+run: deps all
+	exec $(BUILD)/baton
+
+test: deps
+	$(MAKE) all
+	./tests/run.sh $(BUILD)
+
+test-only: all
+	./tests/run.sh $(BUILD)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz: deps
+	@mkdir -p $(BUILD)/fuzz
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined $$f common/*.c \
+	    -o $(BUILD)/fuzz/$$n $(LIBS) -pthread || exit 1; \
+	  echo "== $$n"; $(BUILD)/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-20} -rss_limit_mb=2048 tests/fuzz/corpus/$$n 2>&1 | tail -2 || exit 1; \
+	done
+
+bench: deps all
+	./tests/bench.sh $(BUILD)
+
+fmt:
+	clang-format -i common/*.[ch] */*_main.c
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
