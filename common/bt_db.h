@@ -1,0 +1,109 @@
+/*
+ * NAME
+ *	bt_db - the RocksDB key schema and a thin wrapper over its C API
+ * DESCRIPTION
+ *	The store process is the only writer (bt_db_open_primary); every other process that reads
+ *	opens a secondary instance (bt_db_open_secondary) and calls bt_db_catch_up() before a read
+ *	that must see recent writes.  Keys (big-endian integers so they sort):
+ *
+ *	  "m/seq"                        u64  last relay seq ever assigned (never reused)
+ *	  "m/hostid"                     u32  last host id assigned
+ *	  "e/" be64(seq)                 event: struct bt_ev_hdr + did + the frame as sent on the wire
+ *	  "a/" did                       struct bt_acct_rec: account state
+ *	  "h/" be32(host_id)             struct bt_host_rec: host, status, committed cursor
+ *	  "n/" hostname                  be32 host_id
+ *	  "p/" be32(host_id) be64(prev)  be64 useq: a frame with a verdict above the host's cursor,
+ *	                                 waiting for the chain below it (see store/store_chain.c)
+ * DIAGNOSTICS
+ *	Functions return 0 or a negative code and log RocksDB's message once.
+ */
+#ifndef BT_DB_H
+#define BT_DB_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bt_pipe.h"
+
+struct bt_db;
+struct rocksdb_writebatch_t;
+
+/* Event record header, followed by did_len bytes of DID and frame_len bytes of frame. */
+struct bt_ev_hdr {
+	uint64_t time_ms;  /* wall clock when committed */
+	uint32_t frame_len;
+	uint16_t did_len;
+	uint8_t ev;        /* enum bt_ev */
+	uint8_t pad;
+};
+_Static_assert(sizeof(struct bt_ev_hdr) == 16, "bt_ev_hdr layout");
+
+#define BT_ACCT_ACTIVE 1u
+struct bt_acct_rec {
+	uint32_t version;  /* 1 */
+	uint32_t host_id;
+	uint32_t flags;    /* BT_ACCT_ACTIVE */
+	uint8_t rev_len, data_len, head_len, status_len;
+	char rev[BT_REV_MAX];
+	uint8_t data_cid[64];
+	uint8_t head_cid[64];
+	char status[BT_STATUS_MAX];
+	uint64_t last_seq;
+	uint64_t updated_ms;
+};
+
+enum bt_host_status { BT_HOST_ACTIVE, BT_HOST_IDLE, BT_HOST_OFFLINE, BT_HOST_THROTTLED, BT_HOST_BANNED };
+struct bt_host_rec {
+	uint32_t version;  /* 1 */
+	uint32_t host_id;
+	uint32_t status;   /* enum bt_host_status */
+	uint32_t flags;
+	uint64_t cursor;   /* committed resume cursor: every frame <= it has a verdict */
+	uint64_t created_ms;
+	uint64_t last_ms;  /* last frame committed */
+	uint64_t n_events;
+	uint16_t host_len;
+	char host[BT_HOST_MAX];
+};
+const char *bt_host_status_name(uint32_t s);
+
+int  bt_db_open_primary(const char *dir, bool sync_writes, struct bt_db **out);       /* returns owned */
+int  bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **out); /* read-only view */
+int  bt_db_catch_up(struct bt_db *db);                    /* secondary: see the primary's latest writes */
+void bt_db_close(struct bt_db **db);
+/* Get into a caller buffer: returns value length (may exceed cap: then only cap bytes copied),
+   -ENOENT if absent, <0 on error. */
+int  bt_db_get(struct bt_db *db, const void *k, size_t kn, void *buf, size_t cap);
+/* Get into a malloc'd buffer (returns owned, caller frees with bt_db_free_value). */
+int  bt_db_get_alloc(struct bt_db *db, const void *k, size_t kn, char **val, size_t *vn);
+void bt_db_free_value(char *v);
+int  bt_db_put(struct bt_db *db, const void *k, size_t kn, const void *v, size_t vn); /* single write */
+
+struct bt_db_batch;
+struct bt_db_batch *bt_db_batch_new(void);
+void bt_db_batch_put(struct bt_db_batch *b, const void *k, size_t kn, const void *v, size_t vn);
+void bt_db_batch_del(struct bt_db_batch *b, const void *k, size_t kn);
+void bt_db_batch_del_range(struct bt_db_batch *b, const void *k0, size_t k0n, const void *k1, size_t k1n);
+void bt_db_batch_clear(struct bt_db_batch *b);
+size_t bt_db_batch_count(struct bt_db_batch *b);
+int  bt_db_write(struct bt_db *db, struct bt_db_batch *b);   /* atomic; synced if sync_writes */
+void bt_db_batch_free(struct bt_db_batch **b);
+
+/* Iteration from a key, forward, while keys start with prefix. cb returns non-zero to stop. */
+typedef int bt_db_iter_fn(void *arg, const char *k, size_t kn, const char *v, size_t vn);
+int  bt_db_scan(struct bt_db *db, const void *from, size_t fn, const void *prefix, size_t pn,
+		bt_db_iter_fn *cb, void *arg);
+/* Last key with prefix (e.g. the newest event): returns key length, -ENOENT if none. */
+int  bt_db_last(struct bt_db *db, const void *prefix, size_t pn, char *kout, size_t kcap);
+
+/* Key builders: return the key length. */
+size_t bt_key_event(char out[10], uint64_t seq);
+size_t bt_key_acct(char *out, size_t cap, const char *did, size_t dn);
+size_t bt_key_host(char out[6], uint32_t host_id);
+size_t bt_key_hostname(char *out, size_t cap, const char *host, size_t hn);
+size_t bt_key_pending(char out[14], uint32_t host_id, uint64_t prev);
+void   bt_be64_put(uint8_t *p, uint64_t v);
+uint64_t bt_be64_get(const uint8_t *p);
+void   bt_be32_put(uint8_t *p, uint32_t v);
+uint32_t bt_be32_get(const uint8_t *p);
+#endif

@@ -1,0 +1,74 @@
+/*
+ * NAME
+ *	bt_params - the one table of configuration parameters
+ * DESCRIPTION
+ *	BT_PARAMS below is the only place a parameter is declared: name, type, default, bounds
+ *	and doc.  It generates struct bt_config, the environment and flag parsing, --help and
+ *	docs/config.md (`baton --help-markdown`).  Environment variables use indigo's names where
+ *	the meaning is the same.  A flag --data-dir=X is the same as RELAY_DATA_DIR=X.
+ *
+ *	The supervisor parses once and exports every resolved value into its environment, so
+ *	the stages it starts see exactly its configuration.
+ * DIAGNOSTICS
+ *	A bad value or unknown flag is a fatal configuration error: message and exit 2.
+ */
+#ifndef BT_PARAMS_H
+#define BT_PARAMS_H
+#include <stdbool.h>
+#include <stdint.h>
+
+/* X(type, field, env, default, min, max, doc); DUR values are seconds ("90", "30s", "10m", "72h", "3d"). */
+#define BT_PARAMS(X)                                                                                   \
+	X(STR, data_dir, "RELAY_DATA_DIR", "./data", 0, 0, "directory of the RocksDB database")        \
+	X(STR, api_bind, "RELAY_API_BIND", ":2470", 0, 0, "public HTTP/WebSocket listen address [host]:port") \
+	X(STR, plc_host, "RELAY_PLC_HOST", "https://plc.directory", 0, 0, "PLC directory base URL")   \
+	X(BOOL, allow_insecure_hosts, "RELAY_ALLOW_INSECURE_HOSTS", "false", 0, 0,                      \
+	  "accept requestCrawl of localhost:PORT and subscribe over plain ws (testing)")               \
+	X(STR, hosts, "RELAY_HOSTS", "", 0, 0, "comma-separated hosts to subscribe to at start")       \
+	X(INT, verify_procs, "RELAY_VERIFY_PROCS", "0", 0, 64, "verify processes K (0 = number of cores)") \
+	X(INT, fanout_procs, "RELAY_FANOUT_PROCS", "2", 1, 32, "fanout processes N sharing the public port") \
+	X(STR, shm_dir, "RELAY_SHM_DIR", "/dev/shm", 0, 0, "directory of the shared-memory segment and control sockets") \
+	X(STR, name, "RELAY_NAME", "baton", 0, 0, "instance name (segment and socket names)")       \
+	X(INT, ring_mb, "RELAY_RING_MB", "64", 8, 4096, "size of each ingest->verify and verify->store ring, MiB") \
+	X(INT, bcast_ring_mb, "RELAY_BCAST_RING_MB", "256", 8, 16384, "size of the store->fanout broadcast ring, MiB") \
+	X(DUR, replay_window, "RELAY_REPLAY_WINDOW", "72h", 60, 31536000, "how long events are kept for cursor replay") \
+	X(BOOL, sync_writes, "RELAY_SYNC_WRITES", "true", 0, 0, "fsync each group commit (survives power loss)") \
+	X(INT, commit_batch, "RELAY_COMMIT_BATCH", "100", 1, 10000, "max verdicts per RocksDB write batch") \
+	X(BOOL, lenient_sync_validation, "RELAY_LENIENT_SYNC_VALIDATION", "false", 0, 0,                \
+	  "log Sync 1.1 discontinuities instead of counting them as errors")                            \
+	X(INT, max_frame_bytes, "RELAY_MAX_FRAME_BYTES", "5000000", 1024, 16777216, "largest upstream frame accepted") \
+	X(DUR, reconnect_max, "RELAY_RECONNECT_MAX", "300", 1, 86400, "longest backoff between upstream reconnects") \
+	X(DUR, identity_ttl, "RELAY_IDENTITY_TTL", "1h", 1, 604800, "how long a resolved DID document is trusted") \
+	X(INT, identity_cache_size, "RELAY_IDENTITY_CACHE_SIZE", "200000", 16, 100000000, "identity cache entries per verify process") \
+	X(INT, account_cache_size, "RELAY_ACCOUNT_CACHE_SIZE", "200000", 16, 100000000, "account-state cache entries per verify process") \
+	X(INT, resolve_concurrency, "RELAY_RESOLVE_CONCURRENCY", "64", 1, 10000, "DID resolutions in flight per verify process") \
+	X(DUR, heartbeat_timeout, "RELAY_HEARTBEAT_TIMEOUT", "15", 2, 3600, "a stage silent this long is killed and restarted") \
+	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per day") \
+	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \
+	X(STR, log_level, "RELAY_LOG_LEVEL", "info", 0, 0, "debug, info, warn or error")
+
+enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
+
+struct bt_config {
+#define BT_P_FIELD_STR(f) char f[512];
+#define BT_P_FIELD_INT(f) int64_t f;
+#define BT_P_FIELD_BOOL(f) bool f;
+#define BT_P_FIELD_DUR(f) int64_t f; /* seconds */
+#define X(t, f, e, d, lo, hi, doc) BT_P_FIELD_##t(f)
+	BT_PARAMS(X)
+#undef X
+	int index;      /* --index / BATON_INDEX: which of the K verify or N fanout processes */
+	int n_verify;   /* verify_procs resolved (never 0) */
+};
+
+extern struct bt_config bt_cfg;
+
+/* Parse environment then flags into bt_cfg; --help prints usage and exits 0; errors exit 2.
+   `about` is the one-line description printed by --help. */
+void bt_params_load(int argc, char **argv, const char *prog, const char *about);
+/* Export every resolved value into the environment (supervisor, before starting stages). */
+void bt_params_export(void);
+/* Paths derived from the config: the segment file and the control sockets ("ipc://..."). */
+void bt_params_shm_path(char *out, unsigned cap);
+void bt_params_ipc(const char *what, char *out, unsigned cap); /* what: "sup", "ingest", "store" */
+#endif

@@ -1,0 +1,200 @@
+/*
+ * NAME
+ *	bt_pipe - the pipeline contract: segment layout, ring records, stats pages
+ * DESCRIPTION
+ *	Every stage includes this header to agree on which ring, bell and page is whose, and on
+ *	the byte layout of the records that cross the rings.  With K verify and N fanout
+ *	processes the segment holds:
+ *
+ *	  ring 0 .. K-1     SPSC  ingest   -> verify k   (raw frames,  struct bt_rec_frame)
+ *	  ring K .. 2K-1    SPSC  verify k -> store      (verdicts,    struct bt_rec_verdict)
+ *	  ring 2K           BCAST store    -> fanout *   (committed frames, exactly as sent on the wire)
+ *
+ *	  bell 0            store waits on it (all K verdict rings ring it)
+ *	  bell 1+k          verify k waits on it
+ *	  bell K+1          every fanout waits on it
+ *
+ *	  page 0            supervisor (struct bt_sup_page)
+ *	  page 1+slot       stats of one stage (struct bt_stats_page), slot from bt_pipe_slot()
+ *
+ *	Records are plain structs with fixed-width fields, checked by _Static_assert, followed by
+ *	variable bytes.  Both ends are built from the same tree; the layout version in the
+ *	segment header (bt_shm) changes whenever a record changes.
+ */
+#ifndef BT_PIPE_H
+#define BT_PIPE_H
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BT_MAX_VERIFY 64
+#define BT_MAX_FANOUT 32
+#define BT_HOST_MAX 256
+#define BT_DID_MAX 256
+#define BT_REV_MAX 16
+#define BT_STATUS_MAX 32
+
+enum bt_role { BT_ROLE_SUPERVISOR, BT_ROLE_INGEST, BT_ROLE_VERIFY, BT_ROLE_STORE, BT_ROLE_FANOUT };
+const char *bt_role_name(enum bt_role r);            /* "ingest", ... */
+
+static inline unsigned bt_pipe_ring_in(int k) { return (unsigned)k; }
+static inline unsigned bt_pipe_ring_out(int K, int k) { return (unsigned)(K + k); }
+static inline unsigned bt_pipe_ring_bcast(int K) { return (unsigned)(2 * K); }
+static inline unsigned bt_pipe_bell_store(void) { return 0; }
+static inline unsigned bt_pipe_bell_verify(int k) { return 1u + (unsigned)k; }
+static inline unsigned bt_pipe_bell_fanout(int K) { return 1u + (unsigned)K; }
+/* Stats slot of a stage: ingest 0, store 1, verify 2.., fanout after the verifies. */
+static inline unsigned bt_pipe_slot(enum bt_role r, int idx)
+{
+	switch (r) {
+	case BT_ROLE_INGEST: return 0;
+	case BT_ROLE_STORE: return 1;
+	case BT_ROLE_VERIFY: return 2u + (unsigned)idx;
+	case BT_ROLE_FANOUT: return 2u + BT_MAX_VERIFY + (unsigned)idx;
+	default: return 2u + BT_MAX_VERIFY + BT_MAX_FANOUT;
+	}
+}
+#define BT_PIPE_N_PAGES (1 + 3 + BT_MAX_VERIFY + BT_MAX_FANOUT)
+static inline unsigned bt_pipe_page_of_slot(unsigned slot) { return 1u + slot; }
+
+/* Ring record types */
+enum { BT_REC_FRAME = 1, BT_REC_VERDICT = 2, BT_REC_EVENT = 3 };
+
+/* ingest -> verify: one upstream frame, stamped.  Followed by frame_len bytes of the frame. */
+#define BT_FRAME_CHAIN_RESET 1u  /* first frame after a cursor reset: starts a new host chain */
+struct bt_rec_frame {
+	uint32_t host_id;
+	uint32_t flags;
+	uint64_t useq;      /* upstream seq */
+	uint64_t prev_useq; /* upstream seq of this host's previous frame (its resume cursor if first) */
+	uint64_t recv_ms;   /* wall clock at ingest */
+	uint32_t frame_len;
+	uint16_t host_len;
+	uint16_t pad;
+	char host[BT_HOST_MAX]; /* "host" or "host:port", not NUL-terminated past host_len */
+};
+_Static_assert(sizeof(struct bt_rec_frame) == 296, "bt_rec_frame layout");
+
+/* Event types carried in verdicts and on the broadcast ring */
+enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT };
+
+/* Drop reasons: every frame that is not committed has exactly one. */
+#define BT_DROPS(X)                                                       \
+	X(NONE, "accepted")                                               \
+	X(BAD_FRAME, "frame does not decode")                             \
+	X(UNKNOWN_TYPE, "unknown or unforwarded message type")            \
+	X(TOO_BIG, "size limit (frame, blocks, ops) or tooBig/rebase set") \
+	X(BAD_CAR, "CAR does not parse or a block hash mismatches")       \
+	X(BAD_COMMIT, "commit object missing or malformed")               \
+	X(REPO_MISMATCH, "repo/did or rev differ from the signed commit") \
+	X(BAD_SYNTAX, "DID or TID syntax")                                \
+	X(REV_OLD, "rev not newer than the stored rev")                   \
+	X(REV_FUTURE, "rev more than 5 minutes in the future")            \
+	X(NO_IDENTITY, "DID could not be resolved")                       \
+	X(NO_KEY, "DID document has no usable #atproto key")              \
+	X(WRONG_HOST, "DID's PDS is not the host the frame came from")    \
+	X(BAD_SIG, "signature does not verify")                           \
+	X(INACTIVE, "account is not active")                              \
+	X(DUPLICATE, "frame already has a verdict (re-delivery)")         \
+	X(QUARANTINED, "frame crashed verify twice")
+enum bt_drop {
+#define X(n, d) BT_DROP_##n,
+	BT_DROPS(X)
+#undef X
+	BT_DROP__COUNT
+};
+const char *bt_drop_name(enum bt_drop d);  /* "bad_sig" */
+
+/* verify -> store: the verdict on one frame.  Followed by frame_len bytes: for an accept, the
+   canonical frame without its seq value, which goes at seq_off (bt_fh_splice_seq). */
+#define BT_V_CHAIN_RESET 1u   /* copied from the frame */
+#define BT_V_ACTIVE 2u        /* #account: active */
+#define BT_V_DISCONTINUITY 4u /* since/prevData did not match the stored state (counted, passed on) */
+#define BT_V_HAS_STATUS 8u
+struct bt_rec_verdict {
+	uint32_t host_id;
+	uint16_t reason;    /* enum bt_drop; BT_DROP_NONE = accept */
+	uint8_t ev;         /* enum bt_ev */
+	uint8_t flags;
+	uint64_t useq, prev_useq;
+	uint64_t recv_ms;
+	uint32_t seq_off, frame_len;
+	uint16_t did_len;
+	uint8_t rev_len, status_len, data_len, commit_len;
+	uint8_t pad[2];
+	char did[BT_DID_MAX];
+	char rev[BT_REV_MAX];
+	char status[BT_STATUS_MAX];
+	uint8_t data_cid[64];   /* binary CID of the new MST root (commit/sync) */
+	uint8_t commit_cid[64]; /* binary CID of the commit */
+};
+_Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
+
+/* Stats page of one stage: single writer (the stage), read by the supervisor and /_health. */
+#define BT_STATS(X)                                                                 \
+	X(FRAMES_IN, "frames read from upstreams (ingest) or rings (verify, store)") \
+	X(BYTES_IN, "bytes read")                                                   \
+	X(FRAMES_OUT, "frames written to the next ring or to consumers")           \
+	X(BAD_FRAMES, "upstream frames that did not decode (connection dropped)")   \
+	X(RING_FULL, "times the next ring was full (backpressure)")                 \
+	X(CONNECTS, "upstream or consumer connections opened")                      \
+	X(DISCONNECTS, "upstream or consumer connections closed")                   \
+	X(ACCEPTED, "verdicts: accepted")                                           \
+	X(DROPPED, "verdicts: dropped (all reasons)")                               \
+	X(DISCONTINUITIES, "since/prevData mismatches passed on")                   \
+	X(RESOLVES, "DID resolutions started")                                      \
+	X(RESOLVE_FAILS, "DID resolutions failed")                                  \
+	X(WAITING, "frames waiting for an identity now")                            \
+	X(COMMITTED, "events committed to RocksDB")                                 \
+	X(DUPLICATES, "verdicts recognised as re-deliveries")                       \
+	X(BATCHES, "RocksDB write batches")                                         \
+	X(LAST_SEQ, "last relay seq committed or sent")                             \
+	X(CONSUMERS, "consumers connected now")                                     \
+	X(REPLAYED, "events sent from RocksDB (replay)")                            \
+	X(OVERRUNS, "times a reader fell behind the broadcast ring")                \
+	X(SLOW_KICKS, "consumers closed for falling out of the window")             \
+	X(HOSTS, "upstream hosts subscribed now")                                   \
+	X(CRAWLS, "requestCrawl accepted")                                          \
+	X(CRAWLS_REFUSED, "requestCrawl refused")
+enum bt_stat {
+#define X(n, d) BT_STAT_##n,
+	BT_STATS(X)
+#undef X
+	BT_STAT__COUNT
+};
+const char *bt_stat_name(enum bt_stat s); /* "frames_in" */
+
+struct bt_stats_page {
+	_Atomic uint64_t heartbeat_ms; /* CLOCK_MONOTONIC ms of the last loop turn */
+	_Atomic int32_t pid;
+	uint32_t role, index;
+	uint32_t pad;
+	_Atomic uint64_t progress;     /* grows whenever the stage consumes input */
+	_Atomic uint64_t counters[BT_STAT__COUNT];
+	_Atomic uint64_t drops[BT_DROP__COUNT];
+};
+_Static_assert(sizeof(struct bt_stats_page) <= 4096, "stats page fits a page");
+
+struct bt_sup_page {
+	_Atomic int32_t pid;
+	uint32_t n_verify, n_fanout;
+	uint32_t pad;
+	_Atomic uint64_t started_ms;
+};
+
+static inline void bt_stat_add(struct bt_stats_page *p, enum bt_stat s, uint64_t v)
+{
+	atomic_fetch_add_explicit(&p->counters[s], v, memory_order_relaxed);
+}
+static inline void bt_stat_set(struct bt_stats_page *p, enum bt_stat s, uint64_t v)
+{
+	atomic_store_explicit(&p->counters[s], v, memory_order_relaxed);
+}
+static inline uint64_t bt_stat_get(const struct bt_stats_page *p, enum bt_stat s)
+{
+	return atomic_load_explicit(&p->counters[s], memory_order_relaxed);
+}
+uint64_t bt_now_ms(void);      /* CLOCK_MONOTONIC */
+uint64_t bt_wall_ms(void);     /* CLOCK_REALTIME */
+uint64_t bt_hash_did(const char *did, size_t n);      /* FNV-1a 64; partition = hash % K */
+#endif
