@@ -1,0 +1,82 @@
+/*
+ * NAME
+ *	fanout.h - internals of baton-fanout, shared by the fanout/ files only
+ * DESCRIPTION
+ *	One fanout process serves the public port (shared with the other N-1 fanouts through
+ *	SO_REUSEPORT): subscribeRepos consumers (fanout_sub.c), the XRPC routes and
+ *	requestCrawl forwarding (fanout_xrpc.c), /_health and /metrics (fanout_health.c).
+ *	Everything runs on one libevent loop in one thread, except the requestCrawl workers,
+ *	which only ever touch their own job and talk to the loop through pipes.
+ *
+ *	A consumer's position is the seq of the last event it was sent (`after`); it reads
+ *	from the broadcast ring while the ring still holds after+1 and from the read-only
+ *	RocksDB view otherwise.  docs/fanout.md explains why there is no gap or duplicate.
+ * DIAGNOSTICS
+ *	Start-up failures (bad bind address, port in use) exit 2.  Runtime errors are logged
+ *	(rate-limited) and counted in the stage's stats page.
+ */
+#ifndef FANOUT_H
+#define FANOUT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct bt_ring;
+struct bt_db;
+struct bt_http_req;
+struct bt_http_server;
+
+/* The process-wide state: one per fanout process, owned by fanout_main.c. */
+struct fan {
+	struct event_base *base;
+	struct bt_ring *ring;           /* broadcast ring (borrowed from bt_proc.shm) */
+	struct bt_db *db;               /* secondary RocksDB view; NULL until the store created it */
+	uint64_t db_caught_up_ms;       /* last bt_db_catch_up (monotonic ms) */
+	struct bt_http_server *http;    /* NULL once shutting down */
+	char server_hdr[512];
+	bool stopping;
+	uint64_t seen_seq;              /* last ring seq observed (for bt_proc_progress) */
+};
+
+extern struct fan fan;
+
+/* ---- fanout_main.c ---- */
+/* Opens the secondary RocksDB view if it is not open yet; 0 when open, <0 otherwise. */
+int fan_db_ensure(void);
+/* bt_db_catch_up at most every min_ms (0 = now); 0 or <0 (the view stays usable). */
+int fan_db_catch_up(uint64_t min_ms);
+
+/* ---- fanout_sub.c ---- */
+/* Handles GET subscribeRepos: validates the cursor, upgrades, starts the consumer.  Ends req. */
+void fan_sub_start(struct bt_http_req *req);
+/* New events on the broadcast ring: pump every live consumer. */
+void fan_sub_on_bell(void);
+/* Closes every consumer with 1012 (shutdown). */
+void fan_sub_close_all(int code, const char *reason);
+/* Consumers still connected (their on_close has not run yet). */
+unsigned fan_sub_count(void);
+/* Frees the shared read buffer (after the last consumer is gone). */
+void fan_sub_fini(void);
+
+/* ---- fanout_xrpc.c ---- */
+/* The HTTP handler for every request on the public port; borrows req until it answers it. */
+void fan_xrpc_handle(struct bt_http_req *req, void *arg);
+/* Starts the requestCrawl worker threads; 0 or <0. */
+int fan_xrpc_init(void);
+/* Stops the workers; pending requests are answered 503. */
+void fan_xrpc_fini(void);
+/* Answers req with a JSON body {"error":..,"message":..} (message may be NULL). */
+void fan_xrpc_error(struct bt_http_req *req, int status, const char *error, const char *message);
+
+/* ---- fanout_health.c ---- */
+/* Samples every stage's progress counter (from the 200 ms timer) for stuck-ring detection. */
+void fan_health_sample(void);
+/* Returns 1 when healthy, 0 with a reason written into why (cap bytes). */
+int fan_health_check(char *why, size_t cap);
+/* Answers /_health. */
+void fan_health_respond(struct bt_http_req *req);
+/* Answers /metrics (Prometheus text). */
+void fan_metrics_respond(struct bt_http_req *req);
+
+#endif

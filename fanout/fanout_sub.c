@@ -1,0 +1,515 @@
+/*
+ * NAME
+ *	fanout_sub - subscribeRepos consumers: cursor replay from RocksDB, then the live ring
+ * DESCRIPTION
+ *	Each consumer keeps `after`, the seq of the last event it was sent (initially its
+ *	cursor).  A pump sends events while the connection's output queue is below a
+ *	high-water mark:
+ *	  - from the broadcast ring when the consumer holds a ring position (in_ring);
+ *	  - otherwise it asks the ring for the first record with seq > after
+ *	    (bt_bcast_seek); if the ring no longer holds it, it reads a bounded batch from
+ *	    RocksDB ("e/" be64(after+1) onwards) and asks again.
+ *	A consumer lapped by the ring (-EOVERFLOW) drops its ring position and continues
+ *	from RocksDB at after+1, so it is never dropped while its position is inside the
+ *	retention window.  Because both sources are addressed by seq and `after` only moves
+ *	when a frame was queued, the switch in either direction has no gap and no duplicate;
+ *	consecutive seqs sent to one consumer are asserted to strictly increase (lesson 6).
+ *	on_drain resumes the pump; the fanout bell resumes every consumer.
+ *
+ *	Lesson 4: a consumer is only ever closed with bt_ws_close(); its memory is released in
+ *	on_close, the last callback of the connection.
+ *
+ *	Single-threaded: everything here runs on the loop thread.  The data path does not
+ *	malloc per frame: ring records are copied into one reused buffer, RocksDB values are
+ *	borrowed from the iterator, and bt_ws_send copies into the connection's queue.
+ * DIAGNOSTICS
+ *	cursor that is not a number: 400 InvalidRequest.  cursor > newest seq: error frame
+ *	FutureCursor, close 1008.  cursor older than the window: #info OutdatedCursor, then
+ *	the whole window.  A consumer that fell out of the window: error frame
+ *	ConsumerTooSlow, close 1008, SLOW_KICKS.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "bt_buf.h"
+#include "bt_db.h"
+#include "bt_fh.h"
+#include "bt_http.h"
+#include "bt_log.h"
+#include "bt_pipe.h"
+#include "bt_proc.h"
+#include "bt_shm.h"
+#include "bt_ws.h"
+#include "fanout.h"
+
+#define SUB_MAGIC 0x46414e53u       /* "FANS" */
+#define SUB_HIWAT ((size_t)8 << 20)  /* stop pumping above this many queued bytes */
+#define SUB_LOWAT ((size_t)2 << 20)  /* on_drain below this */
+#define DB_BATCH_EVENTS 512
+#define DB_BATCH_BYTES ((size_t)4 << 20)
+#define RETRY_MS 50
+#define CATCH_UP_MIN_MS 20
+#define LINGER_CHECK_MS 100
+#define KICK_FLUSH_MS 30000 /* a kicked consumer gets this long to read its queue and the error */
+
+struct fan_sub {
+	uint32_t magic;
+	struct bt_ws *ws;
+	struct fan_sub *prev, *next;
+	uint64_t after;     /* seq of the last event sent (or the starting cursor) */
+	uint64_t pos;       /* ring position of the next record, when in_ring */
+	bool in_ring;
+	bool outdated_ok;   /* nothing sent yet after a cursor: an old cursor gets #info, not a kick */
+	bool quiet_window;  /* cursor=0: the whole window without #info */
+	bool closing;       /* bt_ws_close called (or the connection failed): pump no more */
+	bool waiting;       /* waiting for the retry timer (database not ready) */
+	bool close_pending; /* kicked: bt_ws_close once the error frame has left the queue */
+	int close_code;
+	const char *close_reason; /* static string */
+	uint64_t close_deadline_ms;
+};
+
+static struct fan_sub *subs;
+static unsigned n_subs;
+static uint8_t *rbuf;    /* ring records are copied here; reused */
+static size_t rcap;
+static struct bt_buf ctl_buf; /* error/#info frames */
+static struct event *retry_ev;
+static struct event *linger_ev;
+static uint64_t max_sent;
+
+static void pump(struct fan_sub *s);
+
+/* Closes a kicked consumer once its queue (ending with the error frame) has been written out.
+   wslay sends a queued close frame ahead of queued data messages and nothing after it, so an
+   immediate bt_ws_close would drop the error frame and the events before it. */
+static void try_close(struct fan_sub *s)
+{
+	if (!s->close_pending)
+		return;
+	if (bt_ws_outq(s->ws) == 0 || bt_now_ms() >= s->close_deadline_ms) {
+		s->close_pending = false;
+		bt_ws_close(s->ws, s->close_code, s->close_reason);
+		return;
+	}
+	if (!event_pending(linger_ev, EV_TIMEOUT, NULL)) {
+		struct timeval tv = { 0, LINGER_CHECK_MS * 1000 };
+		event_add(linger_ev, &tv);
+	}
+}
+
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+	for (struct fan_sub *s = subs, *nx; s; s = nx) {
+		nx = s->next;
+		try_close(s);
+	}
+}
+
+/* Sends an error frame and closes with code after it (error and reason are static strings). */
+static void kick(struct fan_sub *s, const char *error, const char *message, int code)
+{
+	bt_buf_reset(&ctl_buf);
+	s->closing = true;
+	s->close_pending = true;
+	s->close_code = code;
+	s->close_reason = error;
+	s->close_deadline_ms = bt_now_ms() + KICK_FLUSH_MS;
+	if (bt_fh_encode_error(&ctl_buf, error, message) < 0 ||
+	    bt_ws_send(s->ws, BT_WS_BINARY, ctl_buf.p, ctl_buf.len) < 0)
+		s->close_deadline_ms = 0; /* nothing to wait for */
+	try_close(s);
+}
+
+/* Queues one event frame; 0, or <0 when the connection is closing. */
+static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, bool replay)
+{
+	/* Lesson 6: the seqs one consumer sees strictly increase; a violation is a bug here. */
+	assert(seq > s->after);
+	if (bt_ws_send(s->ws, BT_WS_BINARY, p, n) < 0) {
+		s->closing = true;
+		return -EPIPE;
+	}
+	s->after = seq;
+	s->outdated_ok = false;
+	s->quiet_window = false;
+	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
+	if (replay)
+		bt_stat_add(bt_proc.stats, BT_STAT_REPLAYED, 1);
+	if (seq > max_sent) {
+		max_sent = seq;
+		bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, seq);
+	}
+	return 0;
+}
+
+static void arm_retry(struct fan_sub *s)
+{
+	s->waiting = true;
+	if (!event_pending(retry_ev, EV_TIMEOUT, NULL)) {
+		struct timeval tv = { 0, RETRY_MS * 1000 };
+		event_add(retry_ev, &tv);
+	}
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	fan_db_catch_up(0);
+	for (struct fan_sub *s = subs, *nx; s; s = nx) {
+		nx = s->next;
+		if (s->waiting) {
+			s->waiting = false;
+			pump(s);
+		}
+	}
+}
+
+/* First event seq retained in RocksDB; 0 if there is none. */
+static int first_cb(void *arg, const char *k, size_t kn, const char *v, size_t vn)
+{
+	if (kn == 10)
+		*(uint64_t *)arg = bt_be64_get((const uint8_t *)k + 2);
+	return 1;
+}
+
+static uint64_t db_oldest(void)
+{
+	uint64_t oldest = 0;
+	char from[10];
+	bt_key_event(from, 0);
+	bt_db_scan(fan.db, from, sizeof from, "e/", 2, first_cb, &oldest);
+	return oldest;
+}
+
+/* Newest committed seq: the ring's newest and the database's newest (the store writes first). */
+static uint64_t newest_seq(void)
+{
+	uint64_t newest = bt_bcast_last_seq(fan.ring);
+	if (fan.db) {
+		char k[16];
+		int kn = bt_db_last(fan.db, "e/", 2, k, sizeof k);
+		if (kn == 10) {
+			uint64_t d = bt_be64_get((uint8_t *)k + 2);
+			if (d > newest)
+				newest = d;
+		}
+	}
+	return newest;
+}
+
+struct scan_ctx {
+	struct fan_sub *s;
+	unsigned n;
+	size_t bytes;
+	bool gap_checked;
+	int err;
+};
+
+static int scan_cb(void *arg, const char *k, size_t kn, const char *v, size_t vn)
+{
+	struct scan_ctx *c = arg;
+	struct fan_sub *s = c->s;
+	if (kn != 10)
+		return 0;
+	uint64_t seq = bt_be64_get((const uint8_t *)k + 2);
+	if (seq <= s->after)
+		return 0;
+	if (seq > s->after + 1 && !c->gap_checked) {
+		/* A hole before this event: retention (the consumer's position left the window) or
+		   a takedown / a seq never committed (normal).  Only the first matters. */
+		c->gap_checked = true;
+		uint64_t oldest = db_oldest();
+		if (oldest && s->after + 1 < oldest) {
+			if (s->outdated_ok) {
+				bt_buf_reset(&ctl_buf);
+				if (bt_fh_encode_info(&ctl_buf, "OutdatedCursor",
+						      "cursor is older than the replay window; starting from its oldest event") == 0 &&
+				    bt_ws_send(s->ws, BT_WS_BINARY, ctl_buf.p, ctl_buf.len) < 0) {
+					s->closing = true;
+					c->err = -EPIPE;
+					return 1;
+				}
+				s->outdated_ok = false;
+			} else if (!s->quiet_window) {
+				bt_stat_add(bt_proc.stats, BT_STAT_SLOW_KICKS, 1);
+				BT_LOG_EVERY(BT_LOG_INFO, "consumer %s fell out of the replay window at seq %llu (oldest %llu)",
+					     bt_ws_peer(s->ws), (unsigned long long)s->after, (unsigned long long)oldest);
+				kick(s, "ConsumerTooSlow", "position fell out of the replay window", 1008);
+				c->err = -ETIMEDOUT;
+				return 1;
+			}
+		}
+	}
+	struct bt_ev_hdr h;
+	if (vn < sizeof h) {
+		BT_LOG_EVERY(BT_LOG_ERROR, "event %llu: short record (%zu bytes), skipped", (unsigned long long)seq, vn);
+		return 0;
+	}
+	memcpy(&h, v, sizeof h);
+	if ((size_t)h.did_len + h.frame_len > vn - sizeof h) {
+		BT_LOG_EVERY(BT_LOG_ERROR, "event %llu: bad lengths, skipped", (unsigned long long)seq);
+		return 0;
+	}
+	if (send_event(s, seq, v + sizeof h + h.did_len, h.frame_len, true) < 0) {
+		c->err = -EPIPE;
+		return 1;
+	}
+	c->n++;
+	c->bytes += h.frame_len;
+	if (c->n >= DB_BATCH_EVENTS || c->bytes >= DB_BATCH_BYTES || bt_ws_outq(s->ws) >= SUB_HIWAT)
+		return 1;
+	return 0;
+}
+
+/* One bounded batch of events after s->after from RocksDB: number sent, 0 if none, <0 closed. */
+static int db_batch(struct fan_sub *s, bool fresh)
+{
+	if (fan_db_ensure() < 0)
+		return 0;
+	fan_db_catch_up(fresh ? 0 : CATCH_UP_MIN_MS);
+	struct scan_ctx c = { .s = s };
+	char from[10];
+	bt_key_event(from, s->after + 1);
+	int rc = bt_db_scan(fan.db, from, sizeof from, "e/", 2, scan_cb, &c);
+	if (c.err < 0)
+		return c.err;
+	if (rc < 0)
+		return 0;
+	return (int)c.n;
+}
+
+static void pump(struct fan_sub *s)
+{
+	assert(s->magic == SUB_MAGIC);
+	bool db_fresh = false;
+	while (!s->closing && bt_ws_outq(s->ws) < SUB_HIWAT) {
+		if (s->in_ring) {
+			uint64_t seq;
+			uint32_t type;
+			size_t len;
+			int rc = bt_bcast_read(fan.ring, &s->pos, &seq, &type, rbuf, rcap, &len);
+			if (rc == -ENOSPC) {
+				uint8_t *nb = realloc(rbuf, len);
+				if (!nb) {
+					BT_LOG_EVERY(BT_LOG_ERROR, "out of memory for a %zu-byte record", len);
+					s->in_ring = false; /* try the database instead */
+					continue;
+				}
+				rbuf = nb;
+				rcap = len;
+				continue;
+			}
+			if (rc == -EAGAIN)
+				return; /* live: the bell resumes us */
+			if (rc < 0) {
+				/* Lapped (or a corrupt record): continue from the database at after+1. */
+				if (rc == -EOVERFLOW)
+					bt_stat_add(bt_proc.stats, BT_STAT_OVERRUNS, 1);
+				else
+					BT_LOG_EVERY(BT_LOG_WARN, "broadcast ring read: %d", rc);
+				s->in_ring = false;
+				continue;
+			}
+			if (type != BT_REC_EVENT || seq <= s->after)
+				continue;
+			if (send_event(s, seq, rbuf, len, false) < 0)
+				return;
+			continue;
+		}
+		uint64_t pos;
+		int rc = bt_bcast_seek(fan.ring, s->after, &pos);
+		if (rc == 0 || rc == -EAGAIN) {
+			s->pos = pos;
+			s->in_ring = true;
+			continue;
+		}
+		rc = db_batch(s, db_fresh);
+		if (rc < 0)
+			return;
+		if (rc == 0) {
+			if (!db_fresh && fan.db) {
+				db_fresh = true; /* once more with a forced catch-up */
+				continue;
+			}
+			/* The database does not show the events the ring lost yet (or is not open). */
+			arm_retry(s);
+			return;
+		}
+	}
+}
+
+static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, void *arg)
+{
+	/* Consumers have nothing to say on this stream; ignore it. */
+}
+
+static void on_drain(struct bt_ws *ws, void *arg)
+{
+	struct fan_sub *s = arg;
+	if (s->close_pending)
+		try_close(s);
+	else if (!s->waiting)
+		pump(s);
+}
+
+static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
+{
+	struct fan_sub *s = arg;
+	assert(s->magic == SUB_MAGIC);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		subs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	n_subs--;
+	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
+	BT_DEBUG("consumer %s closed (%d %s) at seq %llu", bt_ws_peer(ws), code, reason ? reason : "",
+		 (unsigned long long)s->after);
+	s->magic = 0;
+	free(s);
+}
+
+static int parse_u64(const char *p, uint64_t *out)
+{
+	if (!*p || strlen(p) > 19)
+		return -EINVAL;
+	uint64_t v = 0;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (v > (UINT64_C(1) << 62))
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+void fan_sub_start(struct bt_http_req *req)
+{
+	if (!retry_ev)
+		retry_ev = evtimer_new(fan.base, on_retry, NULL);
+	if (!linger_ev)
+		linger_ev = evtimer_new(fan.base, on_linger, NULL);
+	if (!rbuf) {
+		rcap = 1u << 20;
+		rbuf = malloc(rcap);
+	}
+	if (!retry_ev || !linger_ev || !rbuf) {
+		fan_xrpc_error(req, 503, "InternalServerError", "out of memory");
+		return;
+	}
+	if (fan.stopping) {
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "restarting");
+		return;
+	}
+	char cbuf[32];
+	uint64_t cursor = 0;
+	bool has_cursor = false;
+	int n = bt_http_req_param(req, "cursor", cbuf, sizeof cbuf);
+	if (n >= 0 && n > 0) {
+		if (parse_u64(cbuf, &cursor) < 0) {
+			fan_xrpc_error(req, 400, "InvalidRequest", "cursor must be a non-negative integer");
+			return;
+		}
+		has_cursor = true;
+	} else if (n == -ENOSPC) {
+		fan_xrpc_error(req, 400, "InvalidRequest", "cursor must be a non-negative integer");
+		return;
+	}
+	bool future = false;
+	if (has_cursor && cursor > 0) {
+		fan_db_ensure();
+		fan_db_catch_up(0);
+		future = cursor > newest_seq();
+	}
+	struct fan_sub *s = calloc(1, sizeof *s);
+	if (!s) {
+		fan_xrpc_error(req, 503, "InternalServerError", "out of memory");
+		return;
+	}
+	s->magic = SUB_MAGIC;
+	static const struct bt_ws_cbs cbs = { .on_msg = on_msg, .on_close = on_close, .on_drain = on_drain };
+	struct bt_ws_opts o = { .max_msg = 65536, .ping_interval_s = 30, .idle_timeout_s = 120,
+				.drain_lowat = SUB_LOWAT, .server_hdr = fan.server_hdr };
+	s->ws = bt_http_upgrade(req, &cbs, s, &o);
+	if (!s->ws) {
+		free(s);
+		return;
+	}
+	s->next = subs;
+	if (subs)
+		subs->prev = s;
+	subs = s;
+	n_subs++;
+	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	bt_stat_add(bt_proc.stats, BT_STAT_CONNECTS, 1);
+
+	if (future) {
+		kick(s, "FutureCursor", "cursor is ahead of the newest event", 1008);
+		return;
+	}
+	if (!has_cursor) {
+		/* Live from now: everything after the newest published seq. */
+		s->after = bt_bcast_last_seq(fan.ring);
+		uint64_t pos;
+		int rc = bt_bcast_seek(fan.ring, s->after, &pos);
+		if (rc == 0 || rc == -EAGAIN) {
+			s->pos = pos;
+			s->in_ring = true;
+		}
+	} else {
+		s->after = cursor;
+		s->outdated_ok = cursor > 0;
+		s->quiet_window = cursor == 0;
+	}
+	BT_DEBUG("consumer %s from %s%llu", bt_ws_peer(s->ws), has_cursor ? "cursor " : "live after ",
+		 (unsigned long long)s->after);
+	pump(s);
+}
+
+void fan_sub_on_bell(void)
+{
+	for (struct fan_sub *s = subs, *nx; s; s = nx) {
+		nx = s->next;
+		if (!s->waiting)
+			pump(s);
+	}
+}
+
+void fan_sub_close_all(int code, const char *reason)
+{
+	for (struct fan_sub *s = subs; s; s = s->next) {
+		if (!s->closing || s->close_pending) {
+			s->closing = true;
+			s->close_pending = false;
+			bt_ws_close(s->ws, code, reason);
+		}
+	}
+}
+
+unsigned fan_sub_count(void)
+{
+	return n_subs;
+}
+
+void fan_sub_fini(void)
+{
+	if (retry_ev)
+		event_free(retry_ev);
+	retry_ev = NULL;
+	if (linger_ev)
+		event_free(linger_ev);
+	linger_ev = NULL;
+	free(rbuf);
+	rbuf = NULL;
+	rcap = 0;
+	bt_buf_free(&ctl_buf);
+}

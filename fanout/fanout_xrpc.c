@@ -1,0 +1,241 @@
+/*
+ * NAME
+ *	fanout_xrpc - the HTTP routes of the public port and requestCrawl forwarding
+ * DESCRIPTION
+ *	Routes: subscribeRepos (fanout_sub.c), requestCrawl (forwarded to the ingest process
+ *	over ZeroMQ), /_health and /xrpc/_health, /metrics (fanout_health.c), GET / (banner).
+ *	Other /xrpc/ methods answer 501 MethodNotImplemented, anything else 404 NotFound.
+ *	Every answer carries the Server header (set once on the HTTP server).
+ *
+ *	requestCrawl may take the ingest seconds (it probes the host), so the round trip runs
+ *	on a small pool of worker threads and never blocks the loop.  The loop hands a job
+ *	(owned by it until written) to the workers through a pipe; a worker does the
+ *	bt_ctl_call and hands the job back through a second pipe, whose read end the loop
+ *	watches; the loop answers the request.  Nothing else is shared, so no lock: a job
+ *	belongs to exactly one thread at a time, and the pipe write/read orders the memory.
+ *	At most MAX_INFLIGHT jobs exist at once; more get 503.
+ * DIAGNOSTICS
+ *	Bad JSON or a missing hostname: 400 InvalidRequest.  The ingest's refusal is passed
+ *	on with its status and error.  No answer within CRAWL_TIMEOUT_MS: 503.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "bt_ctl.h"
+#include "bt_http.h"
+#include "bt_log.h"
+#include "bt_params.h"
+#include "bt_pipe.h"
+#include "bt_proc.h"
+#include "fanout.h"
+
+#define N_WORKERS 2
+#define MAX_INFLIGHT 64
+#define CRAWL_TIMEOUT_MS 15000
+
+struct crawl_job {
+	struct bt_http_req *req; /* only the loop thread touches it */
+	char hostname[256];
+	json_t *reply;           /* set by the worker: owned reply, NULL on timeout */
+};
+
+static int job_pipe[2] = { -1, -1 };  /* loop -> workers */
+static int done_pipe[2] = { -1, -1 }; /* workers -> loop */
+static struct event *done_ev;
+static unsigned inflight;
+static char ingest_ep[700];
+static bool workers_started;
+
+static void respond_json(struct bt_http_req *req, int status, json_t *j)
+{
+	char *txt = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!txt) {
+		bt_http_respond(req, 500, "application/json", "{\"error\":\"InternalServerError\"}", 31);
+		return;
+	}
+	bt_http_respond(req, status, "application/json", txt, strlen(txt));
+	free(txt);
+}
+
+void fan_xrpc_error(struct bt_http_req *req, int status, const char *error, const char *message)
+{
+	json_t *j = json_object();
+	json_object_set_new(j, "error", json_string(error));
+	if (message)
+		json_object_set_new(j, "message", json_string(message));
+	respond_json(req, status, j);
+}
+
+static void *worker(void *arg)
+{
+	for (;;) {
+		struct crawl_job *job;
+		ssize_t n = read(job_pipe[0], &job, sizeof job);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof job || !job)
+			return NULL;
+		json_t *msg = json_pack("{s:s, s:s}", "op", "requestCrawl", "hostname", job->hostname);
+		job->reply = msg ? bt_ctl_call(ingest_ep, msg, CRAWL_TIMEOUT_MS) : NULL;
+		while (write(done_pipe[1], &job, sizeof job) < 0 && errno == EINTR)
+			;
+	}
+}
+
+/* Turns the ingest's reply into the HTTP answer. */
+static void answer_crawl(struct crawl_job *job)
+{
+	json_t *r = job->reply;
+	if (!r) {
+		bt_stat_add(bt_proc.stats, BT_STAT_CRAWLS_REFUSED, 1);
+		fan_xrpc_error(job->req, 503, "ServiceUnavailable", "the crawler did not answer in time");
+		return;
+	}
+	if (json_is_true(json_object_get(r, "ok"))) {
+		bt_stat_add(bt_proc.stats, BT_STAT_CRAWLS, 1);
+		bt_http_respond(job->req, 200, "application/json", "{}", 2);
+	} else {
+		bt_stat_add(bt_proc.stats, BT_STAT_CRAWLS_REFUSED, 1);
+		json_int_t st = json_integer_value(json_object_get(r, "status"));
+		if (st < 400 || st > 599)
+			st = 400;
+		const char *err = json_string_value(json_object_get(r, "error"));
+		const char *msg = json_string_value(json_object_get(r, "message"));
+		fan_xrpc_error(job->req, (int)st, err && *err ? err : "InvalidRequest", msg);
+	}
+	json_decref(r);
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct crawl_job *job;
+	while (read(done_pipe[0], &job, sizeof job) == (ssize_t)sizeof job) {
+		answer_crawl(job);
+		free(job);
+		inflight--;
+	}
+}
+
+static void request_crawl(struct bt_http_req *req)
+{
+	size_t n;
+	const uint8_t *body = bt_http_req_body(req, &n);
+	json_error_t je;
+	json_t *j = json_loadb((const char *)body, n, 0, &je);
+	const char *host = j ? json_string_value(json_object_get(j, "hostname")) : NULL;
+	if (!host || !*host || strlen(host) > 253) {
+		json_decref(j);
+		fan_xrpc_error(req, 400, "InvalidRequest", "body must be JSON {\"hostname\": \"...\"}");
+		return;
+	}
+	if (!workers_started || inflight >= MAX_INFLIGHT || fan.stopping) {
+		json_decref(j);
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many requestCrawl in flight");
+		return;
+	}
+	struct crawl_job *job = calloc(1, sizeof *job);
+	if (!job) {
+		json_decref(j);
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "out of memory");
+		return;
+	}
+	job->req = req;
+	snprintf(job->hostname, sizeof job->hostname, "%s", host);
+	json_decref(j);
+	if (write(job_pipe[1], &job, sizeof job) != (ssize_t)sizeof job) {
+		free(job);
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "crawler queue unavailable");
+		return;
+	}
+	inflight++;
+}
+
+static void banner(struct bt_http_req *req)
+{
+	char b[768];
+	int n = snprintf(b, sizeof b,
+			 "This is an atproto relay (%s), fanout %d of %d.\n\n"
+			 "Firehose: /xrpc/com.atproto.sync.subscribeRepos\nHealth: /xrpc/_health\n",
+			 fan.server_hdr, bt_proc.index, bt_proc.N);
+	bt_http_respond(req, 200, "text/plain; charset=utf-8", b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
+}
+
+void fan_xrpc_handle(struct bt_http_req *req, void *arg)
+{
+	const char *m = bt_http_req_method(req);
+	const char *p = bt_http_req_path(req);
+	bool get = !strcmp(m, "GET");
+	if (!strcmp(p, "/xrpc/com.atproto.sync.subscribeRepos")) {
+		if (!strcmp(m, "GET"))
+			fan_sub_start(req);
+		else
+			fan_xrpc_error(req, 405, "MethodNotAllowed", "subscribeRepos is a GET (WebSocket)");
+	} else if (!strcmp(p, "/xrpc/com.atproto.sync.requestCrawl")) {
+		if (!strcmp(m, "POST"))
+			request_crawl(req);
+		else
+			fan_xrpc_error(req, 405, "MethodNotAllowed", "requestCrawl is a POST");
+	} else if (get && (!strcmp(p, "/_health") || !strcmp(p, "/xrpc/_health"))) {
+		fan_health_respond(req);
+	} else if (get && !strcmp(p, "/metrics")) {
+		fan_metrics_respond(req);
+	} else if (get && !strcmp(p, "/")) {
+		banner(req);
+	} else if (!strncmp(p, "/xrpc/", 6)) {
+		fan_xrpc_error(req, 501, "MethodNotImplemented", "method not implemented by this relay");
+	} else {
+		fan_xrpc_error(req, 404, "NotFound", NULL);
+	}
+}
+
+int fan_xrpc_init(void)
+{
+	bt_params_ipc("ingest", ingest_ep, sizeof ingest_ep);
+	if (pipe2(job_pipe, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(done_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	/* The workers' end of done_pipe blocks (it never fills: MAX_INFLIGHT pointers). */
+	fcntl(done_pipe[1], F_SETFL, fcntl(done_pipe[1], F_GETFL) & ~O_NONBLOCK);
+	done_ev = event_new(fan.base, done_pipe[0], EV_READ | EV_PERSIST, on_done, NULL);
+	if (!done_ev || event_add(done_ev, NULL) < 0)
+		return -ENOMEM;
+	for (int i = 0; i < N_WORKERS; i++) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		int rc = pthread_create(&t, &a, worker, NULL);
+		pthread_attr_destroy(&a);
+		if (rc != 0)
+			return -rc;
+	}
+	workers_started = true;
+	return 0;
+}
+
+void fan_xrpc_fini(void)
+{
+	/* Tell the workers to exit; they are detached because one may still sit in a
+	   15 s round trip, which must not delay the shutdown.  Unanswered requests die with
+	   their connections at exit. */
+	if (workers_started) {
+		struct crawl_job *none = NULL;
+		for (int i = 0; i < N_WORKERS; i++)
+			if (write(job_pipe[1], &none, sizeof none) < 0)
+				break;
+		workers_started = false;
+	}
+	if (done_ev)
+		event_free(done_ev);
+	done_ev = NULL;
+}

@@ -1,0 +1,44 @@
+/*
+ * NAME
+ *	ingest.h - the ingest process: upstream connections and host admission
+ */
+#ifndef INGEST_H
+#define INGEST_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bt_pipe.h"
+
+struct bt_ws;
+struct event;
+
+enum ing_state { ING_IDLE, ING_CONNECTING, ING_OPEN, ING_WAIT };
+
+struct ing_host {
+	uint32_t id;
+	char name[BT_HOST_MAX];      /* "host" or "localhost:PORT" */
+	bool insecure;               /* ws:// (allowed localhost only) */
+	enum ing_state state;
+	struct bt_ws *ws;
+	uint64_t cursor;             /* last upstream seq pushed to a ring (or committed, at start) */
+	bool have_cursor;
+	bool reset_next;             /* the next frame starts a new chain (after FutureCursor) */
+	unsigned failures;
+	struct event *reconnect;
+	/* A frame that found its ring full: kept here while the socket is paused. */
+	uint8_t *pend;
+	size_t pend_len, pend_cap;
+	int pend_k;
+};
+
+/* ingest_crawl.c */
+struct bt_ctl_req;
+void ing_crawl_init(struct event_base *base);
+void ing_crawl_request(struct bt_ctl_req *req, const char *hostname);
+int  ing_normalize_host(const char *in, char *out, size_t cap, bool *insecure, const char **why);
+
+/* ingest_main.c */
+struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor);
+struct ing_host *ing_host_find(const char *name);
+void ing_host_connect_now(struct ing_host *h);
+#endif

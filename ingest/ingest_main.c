@@ -1,0 +1,368 @@
+/*
+ * NAME
+ *	baton-ingest - reads every upstream firehose and routes frames to verify
+ * DESCRIPTION
+ *	One libevent loop for all upstream WebSocket connections.  Each binary message is
+ *	checked just enough to route it (bt_fh_peek: header, seq, DID), stamped with its host,
+ *	upstream seq and the seq of the host's previous frame (the store chains verdicts with
+ *	it, store/store_chain.c), and written to the ring of its DID's verify partition
+ *	(FNV-1a(did) mod K).  A full ring pauses that connection (TCP backpressure reaches the
+ *	PDS) until the ring drains; nothing is dropped or buffered without bound.
+ *
+ *	At start the committed cursors come from the store (ZeroMQ "hosts"); a host asks for
+ *	subscribeRepos?cursor=<cursor>.  Connections are staggered at start and reconnect with
+ *	exponential backoff and jitter, forever (a host is never forgotten).  An upstream
+ *	FutureCursor resets the host to no cursor.
+ *
+ *	Never verifies signatures and never writes RocksDB.
+ * DIAGNOSTICS
+ *	Undecodable frames drop the connection (counted as bad_frames); #info frames are logged.
+ */
+#include "bt_ctl.h"
+#include "bt_fh.h"
+#include "bt_log.h"
+#include "bt_proc.h"
+#include "bt_shm.h"
+#include "bt_ws.h"
+#include "ingest.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_HOSTS 100000
+
+static struct event_base *base;
+static struct ing_host **hosts;
+static size_t n_hosts;
+static struct event *ev_beat, *ev_retry;
+static char store_ep[600];
+
+struct ing_host *ing_host_find(const char *name)
+{
+	for (size_t i = 0; i < n_hosts; i++)
+		if (!strcmp(hosts[i]->name, name))
+			return hosts[i];
+	return NULL;
+}
+
+static void connect_host(struct ing_host *h);
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+{
+	connect_host(arg);
+}
+
+/* Backoff with ±25% jitter: 0.5 s, 1 s, 2 s, ... up to RELAY_RECONNECT_MAX. */
+static void schedule(struct ing_host *h, uint64_t min_ms)
+{
+	uint64_t ms = 500u << (h->failures < 16 ? h->failures : 16);
+	uint64_t max = (uint64_t)bt_cfg.reconnect_max * 1000u;
+	if (ms > max)
+		ms = max;
+	ms = ms * 3 / 4 + (uint64_t)random() % (ms / 2 + 1);
+	if (ms < min_ms)
+		ms = min_ms;
+	h->state = ING_WAIT;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	event_add(h->reconnect, &tv);
+}
+
+static bool push(struct ing_host *h, const uint8_t *p, size_t n, const struct bt_fh_peek *pk)
+{
+	int k = (int)(bt_hash_did((const char *)pk->did.p, pk->did.n) % (uint64_t)bt_proc.K);
+	struct bt_ring *r = bt_shm_ring(bt_proc.shm, bt_pipe_ring_in(k));
+	void *dst;
+	int rc = bt_ring_claim(r, BT_REC_FRAME, sizeof(struct bt_rec_frame) + n, &dst);
+	if (rc == -EAGAIN)
+		return false;
+	if (rc < 0) {
+		BT_LOG_EVERY(BT_LOG_ERROR, "%s: frame of %zu bytes does not fit the ring: dropped", h->name, n);
+		bt_stat_add(bt_proc.stats, BT_STAT_BAD_FRAMES, 1);
+		return true;
+	}
+	struct bt_rec_frame *fr = dst;
+	memset(fr, 0, sizeof *fr);
+	fr->host_id = h->id;
+	fr->useq = (uint64_t)pk->seq;
+	fr->prev_useq = h->cursor;
+	fr->flags = h->reset_next ? BT_FRAME_CHAIN_RESET : 0;
+	fr->recv_ms = bt_wall_ms();
+	fr->frame_len = (uint32_t)n;
+	fr->host_len = (uint16_t)strlen(h->name);
+	memcpy(fr->host, h->name, fr->host_len);
+	memcpy(fr + 1, p, n);
+	bt_ring_commit(r);
+	h->cursor = (uint64_t)pk->seq;
+	h->have_cursor = true;
+	h->reset_next = false;
+	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
+	return true;
+}
+
+static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, void *arg)
+{
+	struct ing_host *h = arg;
+	struct bt_fh_peek pk;
+	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
+	bt_stat_add(bt_proc.stats, BT_STAT_BYTES_IN, n);
+	bt_proc_progress(1);
+	h->failures = 0;
+	if (opcode != BT_WS_BINARY || bt_fh_peek(p, n, &pk) < 0) {
+		bt_stat_add(bt_proc.stats, BT_STAT_BAD_FRAMES, 1);
+		BT_LOG_EVERY(BT_LOG_WARN, "%s: undecodable frame: dropping the connection", h->name);
+		bt_ws_close(ws, 1007, "bad frame");
+		return;
+	}
+	if (pk.op == -1) {
+		BT_WARN("%s: error frame %.*s", h->name, (int)pk.error.n, (const char *)pk.error.p);
+		if (bt_bytes_eq_str(pk.error, "FutureCursor")) {
+			h->have_cursor = false;
+			h->reset_next = true;
+		}
+		bt_ws_close(ws, 1000, "error frame");
+		return;
+	}
+	if (pk.type == BT_FH_INFO) {
+		BT_INFO("%s: #info frame", h->name);
+		return;
+	}
+	if (!pk.has_seq || pk.seq < 0) {
+		bt_stat_add(bt_proc.stats, BT_STAT_BAD_FRAMES, 1);
+		BT_LOG_EVERY(BT_LOG_WARN, "%s: frame without seq: dropping the connection", h->name);
+		bt_ws_close(ws, 1007, "frame without seq");
+		return;
+	}
+	if (h->have_cursor && !h->reset_next && (uint64_t)pk.seq <= h->cursor) {
+		/* The upstream repeated itself; these already have an outcome. */
+		atomic_fetch_add_explicit(&bt_proc.stats->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
+		return;
+	}
+	if (!push(h, p, n, &pk)) {
+		/* Ring full: keep this frame, stop reading the socket, retry soon. */
+		if (h->pend_cap < n) {
+			uint8_t *np = realloc(h->pend, n);
+			if (!np) {
+				bt_ws_close(ws, 1011, "out of memory");
+				return;
+			}
+			h->pend = np;
+			h->pend_cap = n;
+		}
+		memcpy(h->pend, p, n);
+		h->pend_len = n;
+		bt_ws_pause(ws);
+		bt_stat_add(bt_proc.stats, BT_STAT_RING_FULL, 1);
+		if (!evtimer_pending(ev_retry, NULL))
+			{ struct timeval tv2 = { 0, 2000 }; evtimer_add(ev_retry, &tv2); }
+	}
+}
+
+/* Paused hosts: try their held frame again; resume reading once it is in. */
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	bool still = false;
+	for (size_t i = 0; i < n_hosts; i++) {
+		struct ing_host *h = hosts[i];
+		if (!h->pend_len)
+			continue;
+		struct bt_fh_peek pk;
+		if (bt_fh_peek(h->pend, h->pend_len, &pk) < 0 || push(h, h->pend, h->pend_len, &pk)) {
+			h->pend_len = 0;
+			if (h->ws)
+				bt_ws_resume(h->ws);
+		} else {
+			still = true;
+		}
+	}
+	if (still)
+		{ struct timeval tv2 = { 0, 2000 }; evtimer_add(ev_retry, &tv2); }
+}
+
+static void on_open(struct bt_ws *ws, void *arg)
+{
+	struct ing_host *h = arg;
+	const char *server = bt_ws_resp_header(ws, "Server");
+	if (server && strstr(server, "atproto-relay")) {
+		BT_WARN("%s: upstream is a relay (Server: %s): refusing it", h->name, server);
+		bt_ws_close(ws, 1008, "relay loop");
+		return;
+	}
+	h->state = ING_OPEN;
+	bt_stat_add(bt_proc.stats, BT_STAT_CONNECTS, 1);
+	BT_INFO("%s: subscribed (cursor %llu%s)", h->name, (unsigned long long)h->cursor,
+		h->have_cursor ? "" : ", none");
+}
+
+static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
+{
+	struct ing_host *h = arg;
+	h->ws = NULL;
+	h->pend_len = 0; /* not pushed: it comes again after the reconnect, from the cursor */
+	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
+	if (h->state != ING_OPEN)
+		h->failures++;
+	BT_INFO("%s: disconnected (%d %s); reconnecting", h->name, code, reason ? reason : "");
+	if (!bt_proc_stop)
+		schedule(h, 100);
+}
+
+static void connect_host(struct ing_host *h)
+{
+	if (h->ws || bt_proc_stop)
+		return;
+	char url[BT_HOST_MAX + 128];
+	const char *authority = h->name;
+	char local[BT_HOST_MAX + 16];
+	if (h->insecure && !strncmp(h->name, "localhost:", 10)) {
+		/* Loopback test hosts: connect to 127.0.0.1 explicitly (localhost may resolve to ::1 first). */
+		snprintf(local, sizeof local, "127.0.0.1:%s", h->name + 10);
+		authority = local;
+	}
+	if (h->have_cursor)
+		snprintf(url, sizeof url, "%s://%s/xrpc/com.atproto.sync.subscribeRepos?cursor=%llu",
+			 h->insecure ? "ws" : "wss", authority, (unsigned long long)h->cursor);
+	else
+		snprintf(url, sizeof url, "%s://%s/xrpc/com.atproto.sync.subscribeRepos", h->insecure ? "ws" : "wss",
+			 authority);
+	static const struct bt_ws_cbs cbs = { .on_open = on_open, .on_msg = on_msg, .on_close = on_close };
+	struct bt_ws_opts o;
+	memset(&o, 0, sizeof o);
+	o.max_msg = (size_t)bt_cfg.max_frame_bytes;
+	o.ping_interval_s = 30;
+	o.idle_timeout_s = 300;
+	o.user_agent = bt_cfg.user_agent;
+	h->state = ING_CONNECTING;
+	h->ws = bt_ws_connect(base, url, &cbs, h, &o);
+	if (!h->ws) {
+		h->failures++;
+		schedule(h, 100);
+	}
+}
+
+void ing_host_connect_now(struct ing_host *h)
+{
+	h->failures = 0;
+	if (!h->ws) {
+		event_del(h->reconnect);
+		connect_host(h);
+	}
+}
+
+struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor)
+{
+	struct ing_host *h = ing_host_find(name);
+	if (h)
+		return h;
+	if (n_hosts >= MAX_HOSTS)
+		return NULL;
+	if (!hosts && !(hosts = calloc(MAX_HOSTS, sizeof *hosts)))
+		return NULL;
+	h = calloc(1, sizeof *h);
+	if (!h)
+		return NULL;
+	h->id = id;
+	snprintf(h->name, sizeof h->name, "%s", name);
+	h->insecure = insecure;
+	h->cursor = cursor;
+	h->have_cursor = have_cursor;
+	h->reconnect = evtimer_new(base, on_reconnect, h);
+	hosts[n_hosts++] = h;
+	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, n_hosts);
+	return h;
+}
+
+/* The committed hosts and cursors, from the store (retried until it answers). */
+static void load_hosts(void)
+{
+	json_t *r = NULL;
+	while (!bt_proc_stop && !(r = bt_ctl_call(store_ep, json_pack("{s:s}", "op", "hosts"), 2000))) {
+		bt_proc_beat();
+		BT_LOG_EVERY(BT_LOG_INFO, "waiting for the store to answer");
+	}
+	if (!r)
+		return;
+	json_t *arr = json_object_get(r, "hosts"), *it;
+	size_t i, n = json_array_size(arr);
+	json_array_foreach(arr, i, it)
+	{
+		const char *name = json_string_value(json_object_get(it, "host"));
+		const char *status = json_string_value(json_object_get(it, "status"));
+		if (!name || (status && !strcmp(status, "banned")))
+			continue;
+		char norm[BT_HOST_MAX];
+		bool insecure;
+		if (ing_normalize_host(name, norm, sizeof norm, &insecure, NULL) < 0)
+			continue;
+		uint64_t cur = (uint64_t)json_integer_value(json_object_get(it, "cursor"));
+		struct ing_host *h = ing_host_add((uint32_t)json_integer_value(json_object_get(it, "id")), norm,
+						  insecure, cur, cur > 0);
+		/* Lesson 9: stagger thousands of connects over a few seconds. */
+		if (h) {
+			uint64_t spread = n > 1 ? (uint64_t)random() % (n * 5 < 5000 ? n * 5 : 5000) : 0;
+			event_add(h->reconnect, &(struct timeval){ (time_t)(spread / 1000), (suseconds_t)(spread % 1000) * 1000 });
+		}
+	}
+	json_decref(r);
+	BT_INFO("%zu hosts loaded from the store", n_hosts);
+}
+
+static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
+{
+	const char *op = json_string_value(json_object_get(msg, "op"));
+	if (op && !strcmp(op, "requestCrawl")) {
+		ing_crawl_request(req, json_string_value(json_object_get(msg, "hostname")));
+		return;
+	}
+	if (op && !strcmp(op, "upstreams")) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n_hosts; i++)
+			json_array_append_new(arr, json_pack("{s:s,s:i,s:b,s:I}", "host", hosts[i]->name, "id",
+							     (int)hosts[i]->id, "connected",
+							     hosts[i]->state == ING_OPEN, "cursor",
+							     (json_int_t)hosts[i]->cursor));
+		bt_ctl_reply(req, json_pack("{s:o}", "upstreams", arr));
+		return;
+	}
+	bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "UnknownOp"));
+}
+
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+	bt_proc_beat();
+	if (bt_proc_stop)
+		event_base_loopbreak(base);
+}
+
+int main(int argc, char **argv)
+{
+	bt_proc_init(BT_ROLE_INGEST, argc, argv, "baton-ingest: subscribes to upstream firehoses (started by baton)");
+	srandom((unsigned)getpid() ^ (unsigned)bt_now_ms());
+	base = event_base_new();
+	if (!base)
+		bt_die_config("cannot create the event loop");
+	bt_params_ipc("store", store_ep, sizeof store_ep);
+	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
+	event_add(ev_beat, &(struct timeval){ 0, 200000 });
+	ev_retry = evtimer_new(base, on_retry, NULL);
+	ing_crawl_init(base);
+	load_hosts();
+	/* Configured hosts go through the same admission as requestCrawl. */
+	char list[sizeof bt_cfg.hosts], *save = NULL;
+	snprintf(list, sizeof list, "%s", bt_cfg.hosts);
+	for (char *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+		ing_crawl_request(NULL, t);
+	char ep[600];
+	bt_params_ipc("ingest", ep, sizeof ep);
+	struct bt_ctl_srv *ctl = bt_ctl_srv_new(base, ep, on_ctl, NULL);
+	if (!ctl)
+		bt_die_config("cannot bind %s", ep);
+	event_base_dispatch(base);
+	for (size_t i = 0; i < n_hosts; i++)
+		if (hosts[i]->ws)
+			bt_ws_close(hosts[i]->ws, 1001, "relay stopping");
+	bt_ctl_srv_free(&ctl);
+	bt_proc_exit(0);
+}

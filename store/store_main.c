@@ -1,0 +1,415 @@
+/*
+ * NAME
+ *	baton-store - sequences, persists and publishes verdicts
+ * DESCRIPTION
+ *	The only RocksDB writer.  Its loop reads verdicts from the K verify->store rings, and
+ *	for up to RELAY_COMMIT_BATCH of them builds ONE write batch holding, for each accepted
+ *	frame, its event under a fresh relay seq and the account's new state; for every
+ *	verdict, accepted or dropped, the host's resume chain (store_chain.c); and the last seq.
+ *	Only after that batch is written (synced if RELAY_SYNC_WRITES) are the events published
+ *	to the broadcast ring and the input records released.  Hence:
+ *	  - killed before the write: nothing happened; the verdicts are read again;
+ *	  - killed after the write, before the publish: at start the events the broadcast ring
+ *	    lacks are published again from RocksDB (republish_tail);
+ *	  - killed after the publish, before the release: the verdicts are read again and
+ *	    recognised as duplicates by the host chain.
+ *	Relay seq is never reused: it is persisted in the batch that uses it.
+ *
+ *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus; used by ingest, which owns
+ *	upstream connections but may not write RocksDB.
+ * DIAGNOSTICS
+ *	A RocksDB write failure is retried with backoff and reported by /_health (no progress);
+ *	the verdicts stay in their rings meanwhile.
+ */
+#include "bt_ctl.h"
+#include "bt_db.h"
+#include "bt_fh.h"
+#include "bt_log.h"
+#include "bt_proc.h"
+#include "bt_shm.h"
+#include "store.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_BATCH 10000
+
+static struct bt_db *db;
+static struct sto_hosts hosts;
+static struct bt_db_batch *batch;
+static uint64_t last_seq;
+static struct bt_ring *bcast;
+
+/* One accepted event of the batch being built, waiting for its publish. */
+struct pend_ev {
+	uint64_t seq;
+	size_t off, len; /* frame bytes in evbuf */
+};
+static struct pend_ev evs[MAX_BATCH];
+static size_t n_evs;
+static struct bt_buf evbuf, valbuf, splicebuf; /* reused: no malloc per frame */
+
+/* Accounts touched by the current batch: later verdicts of a DID must see earlier ones. */
+struct acct_slot {
+	char did[BT_DID_MAX];
+	uint16_t did_len;
+	struct bt_acct_rec rec;
+};
+static struct acct_slot accts[MAX_BATCH];
+static size_t n_accts;
+
+static struct bt_acct_rec *acct_for(const char *did, size_t dn)
+{
+	for (size_t i = 0; i < n_accts; i++)
+		if (accts[i].did_len == dn && !memcmp(accts[i].did, did, dn))
+			return &accts[i].rec;
+	struct acct_slot *a = &accts[n_accts++];
+	memcpy(a->did, did, dn);
+	a->did_len = (uint16_t)dn;
+	char k[BT_DID_MAX + 2];
+	size_t kn = bt_key_acct(k, sizeof k, did, dn);
+	if (bt_db_get(db, k, kn, &a->rec, sizeof a->rec) != (int)sizeof a->rec) {
+		memset(&a->rec, 0, sizeof a->rec);
+		a->rec.version = 1;
+		a->rec.flags = BT_ACCT_ACTIVE;
+	}
+	return &a->rec;
+}
+
+static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
+{
+	struct bt_acct_rec *a = acct_for(v->did, v->did_len);
+	a->host_id = v->host_id;
+	a->last_seq = seq;
+	a->updated_ms = bt_wall_ms();
+	if (v->ev == BT_EV_COMMIT || v->ev == BT_EV_SYNC) {
+		a->rev_len = v->rev_len;
+		memcpy(a->rev, v->rev, v->rev_len);
+		a->data_len = v->data_len;
+		memcpy(a->data_cid, v->data_cid, v->data_len);
+		a->head_len = v->commit_len;
+		memcpy(a->head_cid, v->commit_cid, v->commit_len);
+	} else if (v->ev == BT_EV_ACCOUNT) {
+		a->flags = (v->flags & BT_V_ACTIVE) ? (a->flags | BT_ACCT_ACTIVE) : (a->flags & ~BT_ACCT_ACTIVE);
+		a->status_len = (v->flags & BT_V_HAS_STATUS) ? v->status_len : 0;
+		memcpy(a->status, v->status, a->status_len);
+	}
+}
+
+/* Decide one verdict into the batch. Returns false if the batch has no room for it. */
+static bool take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
+{
+	struct bt_stats_page *st = bt_proc.stats;
+	bt_stat_add(st, BT_STAT_FRAMES_IN, 1);
+	struct sto_host *h = sto_host_get(&hosts, v->host_id);
+	bool reset = v->flags & BT_V_CHAIN_RESET;
+	if (h && sto_chain_seen(h, v->useq, reset)) {
+		bt_stat_add(st, BT_STAT_DUPLICATES, 1);
+		atomic_fetch_add_explicit(&st->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
+		return true;
+	}
+	if (v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE) {
+		uint64_t seq = ++last_seq;
+		/* value = bt_ev_hdr + did + frame with the seq spliced in */
+		bt_buf_reset(&valbuf);
+		struct bt_ev_hdr eh = { .time_ms = bt_wall_ms(), .did_len = v->did_len, .ev = v->ev };
+		bt_buf_append(&valbuf, &eh, sizeof eh);
+		bt_buf_append(&valbuf, v->did, v->did_len);
+		size_t at = valbuf.len;
+		struct bt_buf *tmp = &splicebuf;
+		bt_buf_reset(tmp);
+		if (bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, tmp) < 0) {
+			BT_ERR("splice failed for %.*s", (int)v->did_len, v->did);
+			--last_seq;
+			return true;
+		}
+		bt_buf_append(&valbuf, tmp->p, tmp->len);
+		((struct bt_ev_hdr *)valbuf.p)->frame_len = (uint32_t)tmp->len;
+		char k[10];
+		bt_db_batch_put(batch, k, bt_key_event(k, seq), valbuf.p, valbuf.len);
+		evs[n_evs].seq = seq;
+		evs[n_evs].off = evbuf.len;
+		evs[n_evs].len = valbuf.len - at;
+		bt_buf_append(&evbuf, valbuf.p + at, valbuf.len - at);
+		n_evs++;
+		apply_account(v, seq);
+		if (h) {
+			h->rec.last_ms = eh.time_ms;
+			h->rec.n_events++;
+			h->dirty = true;
+		}
+		bt_stat_add(st, BT_STAT_COMMITTED, 1);
+	} else {
+		bt_stat_add(st, BT_STAT_DROPPED, 1);
+		if (v->reason < BT_DROP__COUNT)
+			atomic_fetch_add_explicit(&st->drops[v->reason], 1, memory_order_relaxed);
+	}
+	if (h)
+		sto_chain_done(h, v->useq, v->prev_useq, reset, batch);
+	else
+		BT_LOG_EVERY(BT_LOG_WARN, "verdict for unknown host id %u", v->host_id);
+	return true;
+}
+
+static void flush_accounts(void)
+{
+	for (size_t i = 0; i < n_accts; i++) {
+		char k[BT_DID_MAX + 2];
+		size_t kn = bt_key_acct(k, sizeof k, accts[i].did, accts[i].did_len);
+		bt_db_batch_put(batch, k, kn, &accts[i].rec, sizeof accts[i].rec);
+	}
+	n_accts = 0;
+	for (uint32_t i = 1; i < hosts.n; i++)
+		if (hosts.v[i] && hosts.v[i]->dirty)
+			sto_host_flush(hosts.v[i], batch);
+}
+
+/* Write the batch, retrying until RocksDB takes it (a failure here must not lose verdicts). */
+static void write_batch(void)
+{
+	uint8_t sb[8];
+	bt_be64_put(sb, last_seq);
+	bt_db_batch_put(batch, "m/seq", 5, sb, 8);
+	int delay = 10;
+	while (bt_db_write(db, batch) < 0) {
+		if (bt_proc_stop)
+			bt_proc_exit(1);
+		bt_proc_beat();
+		usleep((useconds_t)delay * 1000);
+		delay = delay < 2000 ? delay * 2 : 2000;
+	}
+	bt_db_batch_clear(batch);
+	bt_stat_add(bt_proc.stats, BT_STAT_BATCHES, 1);
+	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
+}
+
+static void publish(void)
+{
+	for (size_t i = 0; i < n_evs; i++)
+		bt_bcast_publish(bcast, evs[i].seq, BT_REC_EVENT, evbuf.p + evs[i].off, evs[i].len);
+	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, n_evs);
+	n_evs = 0;
+	bt_buf_reset(&evbuf);
+}
+
+/* One turn: read up to commit_batch verdicts over all rings, commit, publish, release. */
+static size_t turn(void)
+{
+	int K = bt_proc.K;
+	uint64_t pos[BT_MAX_VERIFY];
+	size_t got = 0, limit = (size_t)bt_cfg.commit_batch;
+	bool more = true;
+	for (int k = 0; k < K; k++)
+		pos[k] = bt_ring_tail(bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(K, k)));
+	/* Round robin, one verdict per ring per pass, so no verify partition starves. */
+	while (more && got < limit) {
+		more = false;
+		for (int k = 0; k < K && got < limit; k++) {
+			struct bt_ring *r = bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(K, k));
+			uint32_t type;
+			const void *p;
+			size_t len;
+			if (bt_ring_read(r, &pos[k], &type, &p, &len) < 0)
+				continue;
+			more = true;
+			got++;
+			const struct bt_rec_verdict *v = p;
+			if (type != BT_REC_VERDICT || len < sizeof *v || len - sizeof *v < v->frame_len ||
+			    v->did_len > BT_DID_MAX || v->rev_len > BT_REV_MAX || v->status_len > BT_STATUS_MAX ||
+			    v->data_len > 64 || v->commit_len > 64) {
+				BT_LOG_EVERY(BT_LOG_ERROR, "malformed record in verdict ring %d (type %u len %zu)", k,
+					     type, len);
+				continue;
+			}
+			take_verdict(v, (const uint8_t *)(v + 1));
+		}
+	}
+	if (!got)
+		return 0;
+	flush_accounts();
+	write_batch();
+	publish();
+	for (int k = 0; k < K; k++)
+		bt_ring_release(bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(K, k)), pos[k]);
+	bt_proc_progress(got);
+	return got;
+}
+
+/* Events committed but not yet in the broadcast ring (a kill between write and publish). */
+static void republish_tail(void)
+{
+	uint64_t ring_last = bt_bcast_last_seq(bcast);
+	if (ring_last == 0 || ring_last >= last_seq)
+		return;
+	BT_INFO("republishing events %llu..%llu", (unsigned long long)ring_last + 1, (unsigned long long)last_seq);
+	for (uint64_t s = ring_last + 1; s <= last_seq; s++) {
+		char k[10], *v;
+		size_t vn;
+		if (bt_db_get_alloc(db, k, bt_key_event(k, s), &v, &vn) < 0)
+			continue;
+		struct bt_ev_hdr eh;
+		if (vn >= sizeof eh) {
+			memcpy(&eh, v, sizeof eh);
+			size_t at = sizeof eh + eh.did_len;
+			if (at + eh.frame_len <= vn)
+				bt_bcast_publish(bcast, s, BT_REC_EVENT, v + at, eh.frame_len);
+		}
+		bt_db_free_value(v);
+	}
+}
+
+/* Drop events older than the replay window, a bounded step at a time. */
+struct ret_scan {
+	uint64_t cutoff_ms, first_kept;
+	unsigned n;
+};
+
+static int ret_cb(void *arg, const char *k, size_t kn, const char *v, size_t vn)
+{
+	struct ret_scan *rs = arg;
+	struct bt_ev_hdr eh;
+	if (kn != 10 || vn < sizeof eh)
+		return 0;
+	memcpy(&eh, v, sizeof eh);
+	rs->first_kept = bt_be64_get((const uint8_t *)k + 2);
+	if (eh.time_ms >= rs->cutoff_ms || ++rs->n >= 100000)
+		return 1;
+	return 0;
+}
+
+static void retention(void)
+{
+	struct ret_scan rs = { .cutoff_ms = bt_wall_ms() - (uint64_t)bt_cfg.replay_window * 1000u };
+	char from[10];
+	bt_key_event(from, 0);
+	bt_db_scan(db, from, 10, "e/", 2, ret_cb, &rs);
+	if (rs.first_kept > 1 && rs.n > 0) {
+		char to[10];
+		bt_key_event(to, rs.first_kept);
+		struct bt_db_batch *b = bt_db_batch_new();
+		bt_db_batch_del_range(b, from, 10, to, 10);
+		if (bt_db_write(db, b) == 0)
+			BT_INFO("retention: dropped %u events before seq %llu", rs.n, (unsigned long long)rs.first_kept);
+		bt_db_batch_free(&b);
+	}
+}
+
+static json_t *host_json(const struct sto_host *h)
+{
+	return json_pack("{s:i,s:s#,s:I,s:s,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
+			 (int)h->rec.host_len, "cursor", (json_int_t)h->rec.cursor, "status",
+			 bt_host_status_name(h->rec.status), "events", (json_int_t)h->rec.n_events);
+}
+
+static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
+{
+	const char *op = json_string_value(json_object_get(msg, "op"));
+	if (op && !strcmp(op, "hosts")) {
+		json_t *arr = json_array();
+		for (uint32_t i = 1; i < hosts.n; i++)
+			if (hosts.v[i])
+				json_array_append_new(arr, host_json(hosts.v[i]));
+		bt_ctl_reply(req, json_pack("{s:o,s:I}", "hosts", arr, "last_seq", (json_int_t)last_seq));
+		return;
+	}
+	if (op && !strcmp(op, "addHost")) {
+		const char *name = json_string_value(json_object_get(msg, "hostname"));
+		if (!name || !*name || strlen(name) >= BT_HOST_MAX) {
+			bt_ctl_reply(req, json_pack("{s:s}", "error", "BadHostname"));
+			return;
+		}
+		struct sto_host *h = sto_host_find(&hosts, name, strlen(name));
+		bool existed = h != NULL;
+		if (!h) {
+			struct bt_db_batch *b = bt_db_batch_new();
+			h = sto_host_add(&hosts, name, strlen(name), b);
+			if (!h || bt_db_write(db, b) < 0) {
+				bt_db_batch_free(&b);
+				bt_ctl_reply(req, json_pack("{s:s}", "error", "StoreFailed"));
+				return;
+			}
+			bt_db_batch_free(&b);
+			BT_INFO("host %s added as id %u", name, h->rec.host_id);
+		} else if (h->rec.status == BT_HOST_OFFLINE || h->rec.status == BT_HOST_IDLE) {
+			h->rec.status = BT_HOST_ACTIVE;
+			struct bt_db_batch *b = bt_db_batch_new();
+			sto_host_flush(h, b);
+			bt_db_write(db, b);
+			bt_db_batch_free(&b);
+		}
+		json_t *r = host_json(h);
+		json_object_set_new(r, "existed", json_boolean(existed));
+		bt_ctl_reply(req, r);
+		return;
+	}
+	if (op && !strcmp(op, "hostStatus")) {
+		struct sto_host *h = sto_host_get(&hosts, (uint32_t)json_integer_value(json_object_get(msg, "id")));
+		const char *st = json_string_value(json_object_get(msg, "status"));
+		int code = -1;
+		for (uint32_t i = 0; st && i < 5; i++)
+			if (!strcmp(st, bt_host_status_name(i)))
+				code = (int)i;
+		if (!h || code < 0) {
+			bt_ctl_reply(req, json_pack("{s:s}", "error", "BadRequest"));
+			return;
+		}
+		h->rec.status = (uint32_t)code;
+		struct bt_db_batch *b = bt_db_batch_new();
+		sto_host_flush(h, b);
+		bt_db_write(db, b);
+		bt_db_batch_free(&b);
+		bt_ctl_reply(req, json_pack("{s:b}", "ok", 1));
+		return;
+	}
+	bt_ctl_reply(req, json_pack("{s:s}", "error", "UnknownOp"));
+}
+
+int main(int argc, char **argv)
+{
+	bt_proc_init(BT_ROLE_STORE, argc, argv, "baton-store: the single RocksDB writer (started by baton)");
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/db", bt_cfg.data_dir);
+	if (bt_db_open_primary(path, bt_cfg.sync_writes, &db) < 0)
+		bt_die_config("cannot open RocksDB at %s", path);
+	char sb[8];
+	if (bt_db_get(db, "m/seq", 5, sb, 8) == 8)
+		last_seq = bt_be64_get((uint8_t *)sb);
+	if (sto_hosts_load(&hosts, db) < 0)
+		bt_die_config("cannot load hosts from %s", path);
+	batch = bt_db_batch_new();
+	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
+	republish_tail();
+	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
+	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, hosts.n - 1);
+	BT_INFO("store open at %s: last seq %llu, %u hosts", path, (unsigned long long)last_seq, hosts.n - 1);
+
+	char ep[PATH_MAX];
+	bt_params_ipc("store", ep, sizeof ep);
+	struct bt_ctl_srv *ctl = bt_ctl_srv_new(NULL, ep, on_ctl, NULL);
+	if (!ctl)
+		bt_die_config("cannot bind %s", ep);
+
+	struct bt_bell *bell = bt_shm_bell(bt_proc.shm, bt_pipe_bell_store());
+	uint64_t next_retention = bt_now_ms() + 10000;
+	while (!bt_proc_stop) {
+		bt_proc_beat();
+		uint32_t seen = bt_bell_value(bell);
+		size_t n = turn();
+		bt_ctl_srv_poll(ctl);
+		if (bt_now_ms() > next_retention) {
+			retention();
+			next_retention = bt_now_ms() + 60000;
+		}
+		if (n == 0)
+			bt_bell_wait(bell, seen, 20);
+	}
+	bt_ctl_srv_free(&ctl);
+	bt_db_batch_free(&batch);
+	bt_db_close(&db);
+	bt_proc_exit(0);
+}

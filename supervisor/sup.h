@@ -1,0 +1,32 @@
+/*
+ * NAME
+ *	sup.h - the supervisor's process table
+ */
+#ifndef SUP_H
+#define SUP_H
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "bt_pipe.h"
+
+enum sup_state { SUP_STOPPED, SUP_RUNNING, SUP_BACKOFF };
+
+struct sup_stage {
+	enum bt_role role;
+	int index;
+	pid_t pid;
+	enum sup_state state;
+	unsigned restarts;
+	uint64_t started_ms, next_start_ms, backoff_ms;
+	struct bt_stats_page *stats; /* the stage's page in the segment (read only here) */
+};
+
+struct sup_counts {
+	int K, N;
+};
+
+void sup_set_counts(int K, int N);
+struct sup_counts sup_counts_get(void);
+/* Status of every stage with its counters, for batonctl (returns owned). */
+json_t *sup_status_json(const struct sup_stage *st, int n, struct sup_counts c);
+#endif

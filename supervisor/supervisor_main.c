@@ -1,0 +1,319 @@
+/*
+ * NAME
+ *	baton - the supervisor: creates the shared memory, starts and restarts the stages
+ * DESCRIPTION
+ *	Deliberately small and dumb (Postfix's master): it never decodes a frame and never
+ *	holds anything a child needs.  It
+ *	  - creates RELAY_DATA_DIR and the shared-memory segment (rings, bells, stats pages),
+ *	    so the segment outlives any stage;
+ *	  - starts baton-store, K baton-verify, N baton-fanout and baton-ingest from its own
+ *	    directory, passing the resolved configuration in the environment;
+ *	  - restarts a stage that exits or is killed, with exponential backoff; exit code 2
+ *	    means fatal configuration and is never respawned (the relay stops with exit 2);
+ *	  - kills (SIGKILL) and restarts a stage whose heartbeat is older than
+ *	    RELAY_HEARTBEAT_TIMEOUT;
+ *	  - answers batonctl on a ZeroMQ socket (status, restart);
+ *	  - on SIGINT/SIGTERM stops every stage (SIGTERM, then SIGKILL after 10 s) and exits 0.
+ * DIAGNOSTICS
+ *	Exit 2 on a configuration or environment error at start-up.
+ */
+#include "bt_ctl.h"
+#include "bt_log.h"
+#include "bt_params.h"
+#include "bt_pipe.h"
+#include "bt_shm.h"
+#include "sup.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got_stop;
+static char bindir[PATH_MAX];
+static char shm_path[PATH_MAX];
+static struct bt_shm *shm;
+static struct sup_stage stages[2 + BT_MAX_VERIFY + BT_MAX_FANOUT];
+static int n_stages;
+static int fatal_exit;
+
+static void on_stop(int sig)
+{
+	got_stop = 1;
+}
+
+static uint64_t round_pow2(uint64_t v)
+{
+	uint64_t p = 1;
+	while (p < v)
+		p <<= 1;
+	return p;
+}
+
+static int mkdir_p(const char *path)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = 0;
+			if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*p = '/';
+		}
+	}
+	if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void add_stage(enum bt_role role, int index)
+{
+	struct sup_stage *s = &stages[n_stages++];
+	memset(s, 0, sizeof *s);
+	s->role = role;
+	s->index = index;
+	s->backoff_ms = 100;
+	s->stats = bt_shm_page(shm, bt_pipe_page_of_slot(bt_pipe_slot(role, index)));
+}
+
+static void start_stage(struct sup_stage *s)
+{
+	char exe[PATH_MAX + 32], name[32], idx[16];
+	snprintf(name, sizeof name, "baton-%s", bt_role_name(s->role));
+	snprintf(exe, sizeof exe, "%s/%s", bindir, name);
+	snprintf(idx, sizeof idx, "%d", s->index);
+	/* Reset the heartbeat so the new process gets a full timeout to start. */
+	atomic_store(&s->stats->heartbeat_ms, bt_now_ms());
+	atomic_store(&s->stats->pid, 0);
+	pid_t pid = fork();
+	if (pid < 0) {
+		BT_ERR("fork: %s", strerror(errno));
+		s->next_start_ms = bt_now_ms() + 1000;
+		return;
+	}
+	if (pid == 0) {
+		setenv("BATON_INDEX", idx, 1);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		char *argv[] = { name, NULL };
+		execv(exe, argv);
+		fprintf(stderr, "baton: exec %s: %s\n", exe, strerror(errno));
+		_exit(2);
+	}
+	s->pid = pid;
+	s->started_ms = bt_now_ms();
+	s->state = SUP_RUNNING;
+	BT_INFO("started %s[%d] pid=%d", name, s->index, (int)pid);
+}
+
+static void reap(void)
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int i = 0; i < n_stages; i++) {
+			struct sup_stage *s = &stages[i];
+			if (s->pid != pid)
+				continue;
+			s->pid = 0;
+			s->state = SUP_STOPPED;
+			const char *name = bt_role_name(s->role);
+			if (got_stop)
+				break;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+				BT_ERR("%s[%d] exited with 2 (fatal configuration): not restarting; stopping the relay",
+				       name, s->index);
+				fatal_exit = 2;
+				got_stop = 1;
+				break;
+			}
+			if (WIFSIGNALED(status))
+				BT_WARN("%s[%d] pid=%d killed by signal %d", name, s->index, (int)pid, WTERMSIG(status));
+			else
+				BT_WARN("%s[%d] pid=%d exited with %d", name, s->index, (int)pid, WEXITSTATUS(status));
+			uint64_t now = bt_now_ms();
+			if (now - s->started_ms > 30000)
+				s->backoff_ms = 100; /* it ran long enough: forget earlier crashes */
+			s->next_start_ms = now + s->backoff_ms;
+			s->backoff_ms = s->backoff_ms * 2 > 10000 ? 10000 : s->backoff_ms * 2;
+			s->restarts++;
+			s->state = SUP_BACKOFF;
+		}
+	}
+}
+
+static void check_heartbeats(void)
+{
+	uint64_t now = bt_now_ms();
+	uint64_t limit = (uint64_t)bt_cfg.heartbeat_timeout * 1000u;
+	for (int i = 0; i < n_stages; i++) {
+		struct sup_stage *s = &stages[i];
+		if (s->state == SUP_BACKOFF && now >= s->next_start_ms)
+			start_stage(s);
+		if (s->state != SUP_RUNNING || !s->pid)
+			continue;
+		uint64_t hb = atomic_load(&s->stats->heartbeat_ms);
+		if (now > hb && now - hb > limit) {
+			BT_ERR("%s[%d] pid=%d silent for %llu ms: killing it", bt_role_name(s->role), s->index,
+			       (int)s->pid, (unsigned long long)(now - hb));
+			kill(s->pid, SIGKILL);
+			atomic_store(&s->stats->heartbeat_ms, now); /* one kill per timeout */
+		}
+	}
+}
+
+static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
+{
+	const char *op = json_string_value(json_object_get(msg, "op"));
+	if (op && !strcmp(op, "status")) {
+		bt_ctl_reply(req, sup_status_json(stages, n_stages, sup_counts_get()));
+		return;
+	}
+	if (op && !strcmp(op, "restart")) {
+		const char *role = json_string_value(json_object_get(msg, "role"));
+		json_int_t idx = json_integer_value(json_object_get(msg, "index"));
+		int n = 0;
+		for (int i = 0; i < n_stages; i++) {
+			struct sup_stage *s = &stages[i];
+			if (role && !strcmp(role, bt_role_name(s->role)) &&
+			    (!json_object_get(msg, "index") || idx == s->index) && s->pid) {
+				kill(s->pid, SIGTERM);
+				n++;
+			}
+		}
+		bt_ctl_reply(req, json_pack("{s:b,s:i}", "ok", n > 0, "signalled", n));
+		return;
+	}
+	bt_ctl_reply(req, json_pack("{s:s}", "error", "UnknownOp"));
+}
+
+static void stop_all(void)
+{
+	for (int i = 0; i < n_stages; i++)
+		if (stages[i].pid)
+			kill(stages[i].pid, SIGTERM);
+	uint64_t deadline = bt_now_ms() + 10000;
+	for (;;) {
+		reap();
+		int alive = 0;
+		for (int i = 0; i < n_stages; i++)
+			alive += stages[i].pid != 0;
+		if (!alive)
+			break;
+		if (bt_now_ms() > deadline) {
+			for (int i = 0; i < n_stages; i++)
+				if (stages[i].pid) {
+					BT_WARN("%s[%d] did not stop: SIGKILL", bt_role_name(stages[i].role),
+						stages[i].index);
+					kill(stages[i].pid, SIGKILL);
+				}
+			deadline = UINT64_MAX;
+		}
+		usleep(20000);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	bt_params_load(argc, argv, "baton",
+		       "baton: an AT Protocol relay. Starts the ingest, verify, store and fanout processes.");
+	bt_log_init("baton-supervisor", -1);
+	if (bt_cfg.index != 0)
+		bt_die_config("--index is for stages, not the supervisor");
+
+	/* The stages live next to this binary. */
+	ssize_t n = readlink("/proc/self/exe", bindir, sizeof bindir - 1);
+	if (n <= 0)
+		bt_die_config("cannot find my own binary: %s", strerror(errno));
+	bindir[n] = 0;
+	*strrchr(bindir, '/') = 0;
+
+	int rc = mkdir_p(bt_cfg.data_dir);
+	if (rc < 0)
+		bt_die_config("cannot create RELAY_DATA_DIR %s: %s", bt_cfg.data_dir, strerror(-rc));
+	char sec[PATH_MAX];
+	snprintf(sec, sizeof sec, "%s/secondary", bt_cfg.data_dir);
+	mkdir_p(sec);
+	if ((rc = mkdir_p(bt_cfg.shm_dir)) < 0)
+		bt_die_config("cannot create RELAY_SHM_DIR %s: %s", bt_cfg.shm_dir, strerror(-rc));
+
+	int K = bt_cfg.n_verify, N = (int)bt_cfg.fanout_procs;
+	struct bt_shm_layout lay;
+	memset(&lay, 0, sizeof lay);
+	uint64_t ring = round_pow2((uint64_t)bt_cfg.ring_mb << 20);
+	uint64_t bcast = round_pow2((uint64_t)bt_cfg.bcast_ring_mb << 20);
+	for (int k = 0; k < K; k++) {
+		lay.rings[bt_pipe_ring_in(k)].kind = BT_RING_SPSC;
+		lay.rings[bt_pipe_ring_in(k)].capacity = ring;
+		lay.rings[bt_pipe_ring_in(k)].bell = bt_pipe_bell_verify(k);
+		lay.rings[bt_pipe_ring_out(K, k)].kind = BT_RING_SPSC;
+		lay.rings[bt_pipe_ring_out(K, k)].capacity = ring;
+		lay.rings[bt_pipe_ring_out(K, k)].bell = bt_pipe_bell_store();
+	}
+	lay.rings[bt_pipe_ring_bcast(K)].kind = BT_RING_BCAST;
+	lay.rings[bt_pipe_ring_bcast(K)].capacity = bcast;
+	lay.rings[bt_pipe_ring_bcast(K)].bell = bt_pipe_bell_fanout(K);
+	lay.n_rings = (unsigned)(2 * K + 1);
+	lay.n_bells = (unsigned)(K + 2);
+	lay.n_pages = BT_PIPE_N_PAGES;
+	bt_params_shm_path(shm_path, sizeof shm_path);
+	if ((rc = bt_shm_create(shm_path, &lay, &shm)) < 0)
+		bt_die_config("cannot create the shared-memory segment %s: %s", shm_path, strerror(-rc));
+	struct bt_sup_page *sp = bt_shm_page(shm, 0);
+	sp->n_verify = (uint32_t)K;
+	sp->n_fanout = (uint32_t)N;
+	atomic_store(&sp->started_ms, bt_wall_ms());
+	atomic_store(&sp->pid, (int32_t)getpid());
+
+	bt_params_export();
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	char ep[PATH_MAX + 16];
+	bt_params_ipc("sup", ep, sizeof ep);
+	struct bt_ctl_srv *ctl = bt_ctl_srv_new(NULL, ep, on_ctl, NULL);
+	if (!ctl)
+		bt_die_config("cannot bind the control socket %s", ep);
+
+	add_stage(BT_ROLE_STORE, 0);
+	for (int k = 0; k < K; k++)
+		add_stage(BT_ROLE_VERIFY, k);
+	for (int f = 0; f < N; f++)
+		add_stage(BT_ROLE_FANOUT, f);
+	add_stage(BT_ROLE_INGEST, 0);
+	sup_set_counts(K, N);
+	for (int i = 0; i < n_stages; i++)
+		start_stage(&stages[i]);
+	BT_INFO("relay up: K=%d verify, N=%d fanout, api %s, data %s", K, N, bt_cfg.api_bind, bt_cfg.data_dir);
+
+	struct pollfd pfd = { .fd = bt_ctl_srv_fd(ctl), .events = POLLIN };
+	while (!got_stop) {
+		poll(&pfd, 1, 50);
+		bt_ctl_srv_poll(ctl);
+		reap();
+		if (!got_stop)
+			check_heartbeats();
+	}
+	BT_INFO("stopping all stages");
+	stop_all();
+	bt_ctl_srv_free(&ctl);
+	bt_shm_close(&shm);
+	unlink(shm_path);
+	unlink(ep + 6);
+	BT_INFO("stopped");
+	return fatal_exit;
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// NAME
+//   run.mjs - baton's end-to-end test runner.
+// DESCRIPTION
+//   node tests/e2e/run.mjs [builddir]        runs the relay scenarios (basic, kill)
+//   node tests/e2e/run.mjs --selftest        checks the simulators only (no relay)
+//   node tests/e2e/run.mjs --only NAME [builddir]
+//   Each scenario gets its own temp dir (kept on failure, removed on success)
+//   and a deadline; the whole run has a global deadline (E2E_TIMEOUT_S,
+//   default 170 s). Every child process is killed at the end, also on failure
+//   or timeout. Prints `ok - ...` / `not ok - ...` per check and ends with
+//   `N passed, N failed`; exits 1 if anything failed.
+// DIAGNOSTICS
+//   A scenario that throws counts as one failed check with the error; the
+//   relay's stderr log is in the scenario's temp dir (printed on failure).
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Checks, makeTmp, withTimeout } from './lib/harness.mjs'
+import { killAll } from './lib/baton.mjs'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const repoRoot = path.resolve(here, '..', '..')
+
+const args = process.argv.slice(2)
+let selftest = false
+let only = null
+let buildDir = null
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--selftest') selftest = true
+  else if (args[i] === '--only') only = args[++i]
+  else buildDir = args[i]
+}
+buildDir = path.resolve(buildDir ?? path.join(repoRoot, 'build'))
+
+const SCENARIO_TIMEOUT_MS = { selftest: 90000, basic: 75000, kill: 110000 }
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 170) * 1000
+
+let passed = 0
+let failed = 0
+
+function finish(code) {
+  killAll()
+  console.log(`${passed} passed, ${failed} failed`)
+  process.exit(code ?? (failed > 0 ? 1 : 0))
+}
+
+process.on('exit', () => killAll())
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    console.log(`not ok - run: interrupted by ${sig}`)
+    failed++
+    finish(1)
+  })
+}
+const globalTimer = setTimeout(() => {
+  console.log(`not ok - run: global timeout of ${GLOBAL_TIMEOUT_MS / 1000} s`)
+  failed++
+  finish(1)
+}, GLOBAL_TIMEOUT_MS)
+globalTimer.unref()
+
+async function runScenario(mod) {
+  const checks = new Checks(mod.name)
+  const tmp = makeTmp(mod.name)
+  const ctx = { tmp, buildDir, cleanup: [] }
+  const t0 = Date.now()
+  try {
+    await withTimeout(mod.run(checks, ctx), SCENARIO_TIMEOUT_MS[mod.name] ?? 90000, mod.name)
+  } catch (err) {
+    checks.ok('scenario completed', false, err?.stack?.split('\n').slice(0, 3).join(' | ') ?? String(err))
+  }
+  for (const fn of ctx.cleanup.reverse()) {
+    try {
+      await withTimeout(Promise.resolve().then(fn), 15000, 'cleanup')
+    } catch (err) {
+      console.log(`# cleanup: ${err.message}`)
+    }
+  }
+  killAll()
+  passed += checks.passed
+  failed += checks.failed
+  const secs = ((Date.now() - t0) / 1000).toFixed(1)
+  if (checks.failed > 0) {
+    console.log(`# ${mod.name}: ${checks.failed} failed in ${secs} s; temp dir kept: ${tmp}`)
+    const log = path.join(tmp, 'baton.log')
+    if (fs.existsSync(log)) {
+      const lines = fs.readFileSync(log, 'utf8').trimEnd().split('\n').slice(-15)
+      for (const l of lines) console.log(`#   ${l}`)
+    }
+  } else {
+    console.log(`# ${mod.name}: passed in ${secs} s`)
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+const names = selftest ? ['selftest'] : only ? [only] : ['basic', 'kill']
+for (const n of names) {
+  const mod = await import(`./scenarios/${n}.mjs`)
+  await runScenario(mod)
+}
+finish()

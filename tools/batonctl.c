@@ -1,0 +1,66 @@
+/*
+ * NAME
+ *	batonctl - talk to a running baton over its ZeroMQ control sockets
+ * DESCRIPTION
+ *	batonctl status              stages, pids, restarts, heartbeats and counters (JSON)
+ *	batonctl restart ROLE [IDX]  SIGTERM a stage; the supervisor starts it again
+ *	batonctl hosts               upstream hosts and committed cursors (from the store)
+ *	batonctl upstreams           upstream connections (from ingest)
+ *	It finds the relay through the same RELAY_SHM_DIR and RELAY_NAME as the relay.
+ * DIAGNOSTICS
+ *	Exit 1 if the relay does not answer within 3 s, 2 on a usage error.
+ */
+#include "bt_ctl.h"
+#include "bt_params.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams\n"
+			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	int a = 1;
+	/* Flags of the parameter table may precede the command. */
+	while (a < argc && !strncmp(argv[a], "--", 2) && strcmp(argv[a], "--help"))
+		a++;
+	if (a >= argc || !strcmp(argv[a], "--help") || !strcmp(argv[a], "-h"))
+		return usage();
+	bt_params_load(a, argv, "batonctl", "batonctl: control a running baton");
+	const char *cmd = argv[a];
+	char ep[600];
+	json_t *req;
+	if (!strcmp(cmd, "status")) {
+		bt_params_ipc("sup", ep, sizeof ep);
+		req = json_pack("{s:s}", "op", "status");
+	} else if (!strcmp(cmd, "restart") && a + 1 < argc) {
+		bt_params_ipc("sup", ep, sizeof ep);
+		req = json_pack("{s:s,s:s}", "op", "restart", "role", argv[a + 1]);
+		if (a + 2 < argc)
+			json_object_set_new(req, "index", json_integer(atoi(argv[a + 2])));
+	} else if (!strcmp(cmd, "hosts")) {
+		bt_params_ipc("store", ep, sizeof ep);
+		req = json_pack("{s:s}", "op", "hosts");
+	} else if (!strcmp(cmd, "upstreams")) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s}", "op", "upstreams");
+	} else {
+		return usage();
+	}
+	json_t *r = bt_ctl_call(ep, req, 3000);
+	if (!r) {
+		fprintf(stderr, "batonctl: no answer from %s\n", ep);
+		return 1;
+	}
+	char *txt = json_dumps(r, JSON_INDENT(1));
+	puts(txt);
+	free(txt);
+	json_decref(r);
+	return 0;
+}

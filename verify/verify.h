@@ -1,0 +1,62 @@
+/*
+ * NAME
+ *	verify.h - the verify process: full validation of one partition of DIDs
+ */
+#ifndef VERIFY_H
+#define VERIFY_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bt_cid.h"
+#include "bt_did.h"
+#include "bt_fh.h"
+#include "bt_pipe.h"
+
+struct event_base;
+struct bt_db;
+
+/* A frame read from the input ring and not yet answered with a verdict in the output ring. */
+struct vfy_job {
+	uint64_t end_pos;                 /* input ring position after this record */
+	const struct bt_rec_frame *fr;    /* in the input ring: valid until released */
+	const uint8_t *frame;
+	uint32_t next;                    /* next job waiting on the same DID, or VFY_NONE */
+	bool done;
+	bool re_resolved;                 /* this job already triggered a fresh resolution */
+};
+#define VFY_NONE UINT32_MAX
+
+enum vfy_ident_state { VI_NONE, VI_RESOLVING, VI_OK, VI_FAILED };
+
+/* Everything verify knows about one DID: identity, chain state, and frames waiting on it. */
+struct vfy_did {
+	char did[BT_DID_MAX];
+	uint16_t did_len;
+	struct vfy_did *hnext, *lru_prev, *lru_next;
+	/* identity */
+	enum vfy_ident_state ist;
+	struct bt_identity id;
+	uint64_t id_fetched_ms, id_expires_ms, retry_ms;
+	unsigned fails;
+	/* chain state (from RocksDB, then kept up to date here) */
+	bool acct_loaded, active;
+	char rev[BT_REV_MAX + 1];
+	struct bt_cid data;
+	char status[BT_STATUS_MAX + 1];
+	/* FIFO of jobs waiting on this DID (identity resolution, or behind one that is) */
+	uint32_t wait_head, wait_tail;
+};
+
+/* verify_cache.c */
+void vfy_cache_init(size_t cap);
+struct vfy_did *vfy_did_get(const char *did, size_t n, bool create); /* touches LRU; NULL if full of busy entries */
+void vfy_did_wait(struct vfy_did *d, uint32_t job);
+bool vfy_did_busy(const struct vfy_did *d);
+void vfy_acct_load(struct vfy_did *d, struct bt_db *db);
+
+/* verify_main.c */
+struct vfy_job *vfy_job(uint32_t j);
+void vfy_resume(struct vfy_did *d);     /* run the DID's waiting jobs after a resolution */
+void vfy_resolve(struct vfy_did *d);    /* start (or restart) resolving d */
+extern struct bt_db *vfy_db;
+#endif

@@ -1,0 +1,573 @@
+/*
+ * NAME
+ *	baton-verify - full validation of the frames of one partition of DIDs
+ * DESCRIPTION
+ *	Reads stamped frames from its ingest->verify ring and writes exactly one verdict per
+ *	frame to its verify->store ring: accept (with the canonical re-encoded frame and the
+ *	account's new state) or drop (with a named reason).  Checks, in order (protocol.md):
+ *	decode; sizes; DID/TID syntax; CAR with every block hash; commit object; repo and rev
+ *	equal the signed commit's; account active; rev newer than stored and not in the future;
+ *	identity (DID document: key and PDS); the DID's PDS is the host the frame came from;
+ *	the signature.  since/prevData mismatches are counted and passed on.
+ *
+ *	Waiting without blocking: a frame whose DID's identity is not known waits in a FIFO of
+ *	that DID (and every later frame of the DID queues behind it, so per-DID order holds)
+ *	while other DIDs go on.  A waiting frame stays in the input ring: the ring is released
+ *	only up to the oldest frame without a verdict, so a kill -9 loses nothing (the store
+ *	recognises verdicts given twice).  The ring's size bounds the waiting.
+ *
+ *	A signature or host mismatch with a cached identity re-resolves once before dropping.
+ *	A resolver that is down (transport error, 5xx) is retried with backoff; frames wait.
+ *	404 or an unusable document drops the DID's frames as no_identity.
+ * DIAGNOSTICS
+ *	Drop counters by reason in the stats page (batonctl status, /metrics).
+ */
+#include "bt_car.h"
+#include "bt_commit.h"
+#include "bt_db.h"
+#include "bt_fetch.h"
+#include "bt_log.h"
+#include "bt_proc.h"
+#include "bt_shm.h"
+#include "bt_syntax.h"
+#include "verify.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JOBS 65536u             /* frames read but not answered, at most */
+#define TURN 512                /* frames per loop turn, so callbacks interleave */
+#define MAX_BLOCKS_BYTES 2000000
+#define FUTURE_MS (5 * 60 * 1000)
+
+struct bt_db *vfy_db;
+static struct event_base *base;
+static struct bt_ring *in, *out;
+static struct bt_fetch *fetch;
+static struct vfy_job jobs[JOBS];
+static uint32_t jhead, jtail;    /* jobs[jhead..jtail) are in flight, oldest first */
+static uint64_t rpos;            /* next input record to read */
+static struct bt_fh_msg msg;     /* decoded frame (large: static, reused) */
+static struct bt_car car;
+static struct bt_buf enc, unsig;
+static struct event *ev_read, *ev_retry, *ev_beat;
+static struct bt_bell_watch *watch;
+
+/* Verdicts that found the output ring full, in order; they go first when it drains. */
+struct ovf {
+	struct ovf *next;
+	uint32_t job;
+	size_t len;
+	uint8_t data[];
+};
+static struct ovf *ovf_head, *ovf_tail;
+
+enum run { RUN_DONE, RUN_WAIT };
+
+struct vfy_job *vfy_job(uint32_t j)
+{
+	return &jobs[j & (JOBS - 1)];
+}
+
+static void count_drop(enum bt_drop r)
+{
+	atomic_fetch_add_explicit(&bt_proc.stats->drops[r], 1, memory_order_relaxed);
+	bt_stat_add(bt_proc.stats, BT_STAT_DROPPED, 1);
+}
+
+/* Release the input ring up to the oldest frame still without a verdict. */
+static void release_done(void)
+{
+	uint64_t upto = 0;
+	while (jhead != jtail && vfy_job(jhead)->done) {
+		upto = vfy_job(jhead)->end_pos;
+		jhead++;
+	}
+	if (upto)
+		bt_ring_release(in, upto);
+}
+
+static bool ring_put(const void *p, size_t n)
+{
+	void *dst;
+	if (bt_ring_claim(out, BT_REC_VERDICT, n, &dst) < 0)
+		return false;
+	memcpy(dst, p, n);
+	bt_ring_commit(out);
+	return true;
+}
+
+static void flush_ovf(void)
+{
+	while (ovf_head && ring_put(ovf_head->data, ovf_head->len)) {
+		struct ovf *o = ovf_head;
+		vfy_job(o->job)->done = true;
+		ovf_head = o->next;
+		if (!ovf_head)
+			ovf_tail = NULL;
+		free(o);
+	}
+	release_done();
+	if (ovf_head)
+		event_add(ev_retry, &(struct timeval){ 0, 2000 });
+	else
+		event_active(ev_read, 0, 0);
+}
+
+/* Write the verdict for job j; the frame bytes (accept only) are in enc. */
+static void emit(uint32_t j, struct bt_rec_verdict *v, bool with_frame)
+{
+	const struct bt_rec_frame *fr = vfy_job(j)->fr;
+	v->host_id = fr->host_id;
+	v->useq = fr->useq;
+	v->prev_useq = fr->prev_useq;
+	v->recv_ms = fr->recv_ms;
+	if (fr->flags & BT_FRAME_CHAIN_RESET)
+		v->flags |= BT_V_CHAIN_RESET;
+	v->frame_len = with_frame ? (uint32_t)enc.len : 0;
+	size_t n = sizeof *v + v->frame_len;
+	if (!ovf_head) {
+		void *dst;
+		if (bt_ring_claim(out, BT_REC_VERDICT, n, &dst) == 0) {
+			memcpy(dst, v, sizeof *v);
+			if (with_frame)
+				memcpy((uint8_t *)dst + sizeof *v, enc.p, enc.len);
+			bt_ring_commit(out);
+			vfy_job(j)->done = true;
+			bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
+			return;
+		}
+		bt_stat_add(bt_proc.stats, BT_STAT_RING_FULL, 1);
+	}
+	struct ovf *o = malloc(sizeof *o + n);
+	if (!o)
+		abort(); /* the bound is the input ring; running out of memory here is a bug */
+	o->next = NULL;
+	o->job = j;
+	o->len = n;
+	memcpy(o->data, v, sizeof *v);
+	if (with_frame)
+		memcpy(o->data + sizeof *v, enc.p, enc.len);
+	if (ovf_tail)
+		ovf_tail->next = o;
+	else
+		ovf_head = o;
+	ovf_tail = o;
+	event_add(ev_retry, &(struct timeval){ 0, 2000 });
+}
+
+static void drop(uint32_t j, const struct bt_bytes *did, enum bt_drop reason, const char *why)
+{
+	struct bt_rec_verdict v;
+	memset(&v, 0, sizeof v);
+	v.reason = (uint16_t)reason;
+	if (did && did->n < BT_DID_MAX) {
+		v.did_len = (uint16_t)did->n;
+		memcpy(v.did, did->p, did->n);
+	}
+	count_drop(reason);
+	BT_DEBUG("drop %s useq=%llu %.*s: %s", bt_drop_name(reason), (unsigned long long)vfy_job(j)->fr->useq,
+		 did ? (int)did->n : 0, did ? (const char *)did->p : "", why ? why : "");
+	emit(j, &v, false);
+}
+
+static bool bytes_eq(struct bt_bytes a, struct bt_bytes b)
+{
+	return a.n == b.n && (a.n == 0 || !memcmp(a.p, b.p, a.n));
+}
+
+static bool id_usable(const struct vfy_did *d)
+{
+	return d->ist == VI_OK && bt_now_ms() < d->id_expires_ms;
+}
+
+/* Ask for a fresh document before giving up on a signature or host mismatch, once per job. */
+static enum run refetch_once(uint32_t j, struct vfy_did *d, enum bt_drop reason, const char *why)
+{
+	struct vfy_job *job = vfy_job(j);
+	if (!job->re_resolved && bt_now_ms() - d->id_fetched_ms > 1000) {
+		job->re_resolved = true;
+		vfy_resolve(d);
+		return RUN_WAIT;
+	}
+	drop(j, &msg.did, reason, why);
+	return RUN_DONE;
+}
+
+static enum run accept_frame(uint32_t j, struct vfy_did *d, enum bt_ev ev, uint8_t flags, const struct bt_commit *c)
+{
+	struct bt_rec_verdict v;
+	memset(&v, 0, sizeof v);
+	v.reason = BT_DROP_NONE;
+	v.ev = (uint8_t)ev;
+	v.flags = flags;
+	v.did_len = d->did_len;
+	memcpy(v.did, d->did, d->did_len);
+	if (c) {
+		v.rev_len = (uint8_t)c->rev.n;
+		memcpy(v.rev, c->rev.p, c->rev.n);
+		v.data_len = c->data.len;
+		memcpy(v.data_cid, c->data.b, c->data.len);
+		v.commit_len = msg.commit.len;
+		memcpy(v.commit_cid, msg.commit.b, msg.commit.len);
+	}
+	if (ev == BT_EV_ACCOUNT && msg.has_status && msg.status.n <= BT_STATUS_MAX) {
+		v.flags |= BT_V_HAS_STATUS;
+		v.status_len = (uint8_t)msg.status.n;
+		memcpy(v.status, msg.status.p, msg.status.n);
+	}
+	if (ev == BT_EV_ACCOUNT && msg.active)
+		v.flags |= BT_V_ACTIVE;
+	bt_buf_reset(&enc);
+	size_t seq_off;
+	if (bt_fh_encode_noseq(&msg, &enc, &seq_off) < 0 || seq_off == SIZE_MAX) {
+		drop(j, &msg.did, BT_DROP_BAD_FRAME, "re-encoding failed");
+		return RUN_DONE;
+	}
+	v.seq_off = (uint32_t)seq_off;
+	bt_stat_add(bt_proc.stats, BT_STAT_ACCEPTED, 1);
+	emit(j, &v, true);
+	return RUN_DONE;
+}
+
+/* #commit and #sync: everything up to (not including) the identity-dependent checks. */
+static enum run check_repo_event(uint32_t j, struct vfy_did *d)
+{
+	const char *why = NULL;
+	const struct bt_rec_frame *fr = vfy_job(j)->fr;
+	bool is_commit = msg.type == BT_FH_COMMIT;
+	if (msg.blocks.n > MAX_BLOCKS_BYTES || (is_commit && (msg.rebase || msg.too_big))) {
+		drop(j, &msg.did, BT_DROP_TOO_BIG, "blocks too big, or rebase/tooBig set");
+		return RUN_DONE;
+	}
+	if (!bt_syntax_did((const char *)msg.did.p, msg.did.n) || !bt_syntax_tid((const char *)msg.rev.p, msg.rev.n)) {
+		drop(j, &msg.did, BT_DROP_BAD_SYNTAX, "did or rev");
+		return RUN_DONE;
+	}
+	if (bt_car_parse(&car, msg.blocks.p, msg.blocks.n, &why) < 0) {
+		drop(j, &msg.did, BT_DROP_BAD_CAR, why);
+		return RUN_DONE;
+	}
+	if (is_commit && !bt_cid_eq(&car.root, &msg.commit)) {
+		drop(j, &msg.did, BT_DROP_BAD_COMMIT, "CAR root is not the commit");
+		return RUN_DONE;
+	}
+	if (!is_commit)
+		msg.commit = car.root;
+	const struct bt_car_block *blk = bt_car_get(&car, &car.root);
+	struct bt_commit c;
+	if (!blk || bt_commit_decode(blk->data, blk->len, &c, &why) < 0 || c.version != 3) {
+		drop(j, &msg.did, BT_DROP_BAD_COMMIT, why ? why : "missing commit block or version");
+		return RUN_DONE;
+	}
+	if (!bytes_eq(c.did, msg.did) || !bytes_eq(c.rev, msg.rev)) {
+		drop(j, &msg.did, BT_DROP_REPO_MISMATCH, "repo/rev differ from the signed commit");
+		return RUN_DONE;
+	}
+	vfy_acct_load(d, vfy_db);
+	if (!d->active) {
+		drop(j, &msg.did, BT_DROP_INACTIVE, d->status);
+		return RUN_DONE;
+	}
+	size_t stored = strlen(d->rev);
+	if (stored && (msg.rev.n < stored || (msg.rev.n == stored && memcmp(msg.rev.p, d->rev, stored) <= 0))) {
+		drop(j, &msg.did, BT_DROP_REV_OLD, d->rev);
+		return RUN_DONE;
+	}
+	int64_t us = bt_tid_micros((const char *)msg.rev.p, msg.rev.n);
+	if (us > 0 && (uint64_t)(us / 1000) > bt_wall_ms() + FUTURE_MS) {
+		drop(j, &msg.did, BT_DROP_REV_FUTURE, "rev in the future");
+		return RUN_DONE;
+	}
+	/* Identity-dependent checks. */
+	if (!id_usable(d))
+		return RUN_WAIT;
+	if (!d->id.key) {
+		drop(j, &msg.did, BT_DROP_NO_KEY, "no #atproto key");
+		return RUN_DONE;
+	}
+	if (strlen(d->id.pds_host) != fr->host_len || memcmp(d->id.pds_host, fr->host, fr->host_len))
+		return refetch_once(j, d, BT_DROP_WRONG_HOST, d->id.pds_host);
+	bt_buf_reset(&unsig);
+	if (bt_commit_unsigned(blk->data, blk->len, &unsig) < 0 ||
+	    bt_pubkey_verify(d->id.key, unsig.p, unsig.len, c.sig.p, c.sig.n) < 0)
+		return refetch_once(j, d, BT_DROP_BAD_SIG, "signature");
+	uint8_t flags = 0;
+	if (is_commit && stored) {
+		bool since_ok = msg.has_since && msg.since.n == stored && !memcmp(msg.since.p, d->rev, stored);
+		bool data_ok = !msg.has_prev_data || !d->data.len || bt_cid_eq(&msg.prev_data, &d->data);
+		if (!since_ok || !data_ok) {
+			flags |= BT_V_DISCONTINUITY;
+			bt_stat_add(bt_proc.stats, BT_STAT_DISCONTINUITIES, 1);
+		}
+	}
+	memcpy(d->rev, msg.rev.p, msg.rev.n);
+	d->rev[msg.rev.n] = 0;
+	d->data = c.data;
+	return accept_frame(j, d, is_commit ? BT_EV_COMMIT : BT_EV_SYNC, flags, &c);
+}
+
+/* Decide job j (msg holds its decoded frame). */
+static enum run run_job(uint32_t j, struct vfy_did *d)
+{
+	const struct bt_rec_frame *fr = vfy_job(j)->fr;
+	switch (msg.type) {
+	case BT_FH_COMMIT:
+	case BT_FH_SYNC:
+		if (d->ist == VI_FAILED && bt_now_ms() < d->id_expires_ms) {
+			drop(j, &msg.did, BT_DROP_NO_IDENTITY, "resolution failed");
+			return RUN_DONE;
+		}
+		return check_repo_event(j, d);
+	case BT_FH_IDENTITY:
+		/* The document changed: resolve it again before the next commit. */
+		if (d->ist == VI_OK)
+			d->id_expires_ms = 0;
+		return accept_frame(j, d, BT_EV_IDENTITY, 0, NULL);
+	case BT_FH_ACCOUNT:
+		if (d->ist == VI_FAILED && bt_now_ms() < d->id_expires_ms) {
+			drop(j, &msg.did, BT_DROP_NO_IDENTITY, "resolution failed");
+			return RUN_DONE;
+		}
+		if (!id_usable(d))
+			return RUN_WAIT;
+		if (strlen(d->id.pds_host) != fr->host_len || memcmp(d->id.pds_host, fr->host, fr->host_len))
+			return refetch_once(j, d, BT_DROP_WRONG_HOST, d->id.pds_host);
+		vfy_acct_load(d, vfy_db);
+		d->active = msg.active;
+		snprintf(d->status, sizeof d->status, "%.*s", msg.has_status ? (int)msg.status.n : 0,
+			 msg.has_status ? (const char *)msg.status.p : "");
+		return accept_frame(j, d, BT_EV_ACCOUNT, 0, NULL);
+	default:
+		drop(j, &msg.did, BT_DROP_UNKNOWN_TYPE, "type not forwarded");
+		return RUN_DONE;
+	}
+}
+
+static int decode_job(uint32_t j, const char **why)
+{
+	struct vfy_job *job = vfy_job(j);
+	return bt_fh_decode(job->frame, job->fr->frame_len, &msg, why);
+}
+
+void vfy_resume(struct vfy_did *d)
+{
+	while (d->wait_head != VFY_NONE) {
+		uint32_t j = d->wait_head;
+		if (decode_job(j, NULL) < 0) {
+			drop(j, NULL, BT_DROP_BAD_FRAME, "decode");
+		} else if (run_job(j, d) == RUN_WAIT) {
+			/* j stays at the head.  vfy_resolve may fail at once and resume d itself. */
+			if (d->ist != VI_RESOLVING)
+				vfy_resolve(d);
+			return;
+		}
+		d->wait_head = vfy_job(j)->next;
+		if (d->wait_head == VFY_NONE)
+			d->wait_tail = VFY_NONE;
+	}
+	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
+	release_done();
+}
+
+/* ---- identity resolution ---- */
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vfy_did *d = arg;
+	d->ist = VI_NONE;
+	vfy_resolve(d);
+}
+
+static void on_resolved(void *arg, int status, const char *body, size_t len, const char *server)
+{
+	struct vfy_did *d = arg;
+	if (status == -ECANCELED)
+		return;
+	uint64_t now = bt_now_ms();
+	if (status == 200) {
+		const char *why = NULL;
+		struct bt_identity id;
+		char did[BT_DID_MAX];
+		memcpy(did, d->did, d->did_len);
+		did[d->did_len] = 0;
+		if (bt_diddoc_parse(body, len, did, &id, &why) == 0) {
+			bt_identity_clear(&d->id);
+			d->id = id;
+			d->ist = VI_OK;
+			d->fails = 0;
+			d->id_fetched_ms = now;
+			d->id_expires_ms = now + (uint64_t)bt_cfg.identity_ttl * 1000u;
+		} else {
+			BT_LOG_EVERY(BT_LOG_WARN, "DID document of %s unusable: %s", did, why ? why : "?");
+			d->ist = VI_FAILED;
+			d->id_expires_ms = now + 60000;
+			bt_stat_add(bt_proc.stats, BT_STAT_RESOLVE_FAILS, 1);
+		}
+	} else if (status == 404 || status == 410) {
+		d->ist = VI_FAILED;
+		d->id_expires_ms = now + 60000;
+		bt_stat_add(bt_proc.stats, BT_STAT_RESOLVE_FAILS, 1);
+	} else {
+		/* Resolver down or erroring: the frames wait; try again with backoff. */
+		bt_stat_add(bt_proc.stats, BT_STAT_RESOLVE_FAILS, 1);
+		unsigned f = d->fails < 5 ? d->fails : 5;
+		d->fails++;
+		BT_LOG_EVERY(BT_LOG_WARN, "resolving %.*s failed (%d); retrying", (int)d->did_len, d->did, status);
+		struct timeval tv = { 1u << f, 0 };
+		event_base_once(base, -1, EV_TIMEOUT, on_retry_timer, d, &tv);
+		return;
+	}
+	vfy_resume(d);
+}
+
+void vfy_resolve(struct vfy_did *d)
+{
+	if (d->ist == VI_RESOLVING)
+		return;
+	char did[BT_DID_MAX], url[1024];
+	memcpy(did, d->did, d->did_len);
+	did[d->did_len] = 0;
+	d->ist = VI_RESOLVING;
+	if (bt_did_resolve_url(did, bt_cfg.plc_host, url, sizeof url) < 0 ||
+	    bt_fetch_get(fetch, url, on_resolved, d) < 0) {
+		d->ist = VI_FAILED;
+		d->id_expires_ms = bt_now_ms() + 60000;
+		vfy_resume(d);
+		return;
+	}
+	bt_stat_add(bt_proc.stats, BT_STAT_RESOLVES, 1);
+}
+
+/* ---- the input side ---- */
+
+static void read_input(evutil_socket_t fd, short what, void *arg)
+{
+	if (!vfy_db || ovf_head)
+		return;
+	int n = 0;
+	while (n < TURN && jtail - jhead < JOBS) {
+		uint32_t type;
+		const void *p;
+		size_t len;
+		uint64_t pos = rpos;
+		if (bt_ring_read(in, &pos, &type, &p, &len) < 0)
+			break;
+		const struct bt_rec_frame *fr = p;
+		uint32_t j = jtail;
+		struct vfy_job *job = vfy_job(j);
+		memset(job, 0, sizeof *job);
+		job->end_pos = pos;
+		job->next = VFY_NONE;
+		if (type != BT_REC_FRAME || len < sizeof *fr || len - sizeof *fr < fr->frame_len ||
+		    fr->host_len > BT_HOST_MAX) {
+			BT_LOG_EVERY(BT_LOG_ERROR, "malformed record in the input ring (type %u, len %zu)", type, len);
+			rpos = pos;
+			job->done = true;
+			jtail++;
+			continue;
+		}
+		const char *why = NULL;
+		int rc = bt_fh_decode((const uint8_t *)(fr + 1), fr->frame_len, &msg, &why);
+		struct vfy_did *d = rc == 0 ? vfy_did_get((const char *)msg.did.p, msg.did.n, true) : NULL;
+		if (rc == 0 && !d && msg.did.n > 0 && msg.did.n < BT_DID_MAX)
+			break; /* every cached DID is busy: wait for resolutions to finish */
+		rpos = pos;
+		job->fr = fr;
+		job->frame = (const uint8_t *)(fr + 1);
+		jtail++;
+		n++;
+		bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
+		if (rc < 0 || !d) {
+			drop(j, NULL, BT_DROP_BAD_FRAME, why ? why : "no did");
+			continue;
+		}
+		if (d->wait_head != VFY_NONE) {
+			vfy_did_wait(d, j); /* behind an earlier frame of the same DID */
+			continue;
+		}
+		if (run_job(j, d) == RUN_WAIT) {
+			vfy_did_wait(d, j);
+			vfy_resolve(d);
+		}
+	}
+	if (n)
+		bt_proc_progress((uint64_t)n);
+	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
+	release_done();
+	if (n == TURN)
+		event_active(ev_read, 0, 0);
+}
+
+static void on_bell(void *arg)
+{
+	event_active(ev_read, 0, 0);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	flush_ovf();
+}
+
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+	static uint64_t last_catch_up;
+	bt_proc_beat();
+	if (bt_proc_stop) {
+		event_base_loopbreak(base);
+		return;
+	}
+	if (!vfy_db) {
+		char path[PATH_MAX], sec[PATH_MAX];
+		snprintf(path, sizeof path, "%s/db", bt_cfg.data_dir);
+		snprintf(sec, sizeof sec, "%s/secondary/verify-%d", bt_cfg.data_dir, bt_proc.index);
+		if (bt_db_open_secondary(path, sec, &vfy_db) == 0) {
+			BT_INFO("reading account state from %s", path);
+			last_catch_up = bt_now_ms();
+			event_active(ev_read, 0, 0);
+		}
+	} else if (bt_now_ms() - last_catch_up > 2000) {
+		bt_db_catch_up(vfy_db);
+		last_catch_up = bt_now_ms();
+	}
+	/* The bell is the fast path; this is the safety net for a missed wakeup. */
+	event_active(ev_read, 0, 0);
+}
+
+int main(int argc, char **argv)
+{
+	bt_proc_init(BT_ROLE_VERIFY, argc, argv, "baton-verify: validates one partition of DIDs (started by baton)");
+	in = bt_shm_ring(bt_proc.shm, bt_pipe_ring_in(bt_proc.index));
+	out = bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(bt_proc.K, bt_proc.index));
+	rpos = bt_ring_tail(in); /* frames a predecessor read but did not answer come again */
+	base = event_base_new();
+	struct bt_fetch_opts fo = { .max_conns = (int)bt_cfg.resolve_concurrency, .timeout_ms = 10000,
+				    .max_body = 256 * 1024, .user_agent = bt_cfg.user_agent };
+	fetch = bt_fetch_new(base, &fo);
+	if (!base || !fetch)
+		bt_die_config("cannot set up the event loop");
+	vfy_cache_init((size_t)bt_cfg.identity_cache_size);
+	bt_car_init(&car, 0);
+	ev_read = event_new(base, -1, 0, read_input, NULL);
+	ev_retry = event_new(base, -1, 0, on_retry, NULL);
+	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
+	event_add(ev_beat, &(struct timeval){ 0, 200000 });
+	watch = bt_bell_watch_new(base, bt_shm_bell(bt_proc.shm, bt_pipe_bell_verify(bt_proc.index)), on_bell, NULL);
+	on_beat(-1, 0, NULL);
+	event_base_dispatch(base);
+	bt_bell_watch_free(&watch);
+	bt_fetch_free(&fetch);
+	event_free(ev_read);
+	event_free(ev_retry);
+	event_free(ev_beat);
+	event_base_free(base);
+	bt_car_free(&car);
+	bt_buf_free(&enc);
+	bt_buf_free(&unsig);
+	bt_db_close(&vfy_db);
+	bt_proc_exit(0);
+}
