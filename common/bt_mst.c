@@ -294,6 +294,13 @@ static size_t mn_find(const struct mn *m, const uint8_t *k, size_t kn, bool *eq)
 	return lo;
 }
 
+/* memmove that accepts NULL pointers when n is 0. */
+static void cp(void *d, const void *s, size_t n)
+{
+	if (n)
+		memmove(d, s, n);
+}
+
 /* NULL for a node with no keys and no subtree. */
 static struct mn *prune(struct mn *m)
 {
@@ -321,13 +328,13 @@ static int split(struct ctx *c, struct mn *t, int layer, const uint8_t *k, size_
 	if (!l || !r)
 		return fail(c, -E2BIG, "mst arena full");
 	if (i) {
-		memcpy(l->keys, t->keys, i * sizeof *l->keys);
-		memcpy(l->kids, t->kids, i * sizeof *l->kids);
+		cp(l->keys, t->keys, i * sizeof *l->keys);
+		cp(l->kids, t->kids, i * sizeof *l->kids);
 	}
 	l->kids[i] = a;
 	if (t->n - i) {
-		memcpy(r->keys, t->keys + i, (t->n - i) * sizeof *r->keys);
-		memcpy(r->kids + 1, t->kids + i + 1, (t->n - i) * sizeof *r->kids);
+		cp(r->keys, t->keys + i, (t->n - i) * sizeof *r->keys);
+		cp(r->kids + 1, t->kids + i + 1, (t->n - i) * sizeof *r->kids);
 	}
 	r->kids[0] = b;
 	*lo = prune(l);
@@ -352,12 +359,12 @@ static int merge(struct ctx *c, struct mn *a, struct mn *b, int layer, struct mn
 	if (!m)
 		return fail(c, -E2BIG, "mst arena full");
 	if (a->n)
-		memcpy(m->keys, a->keys, a->n * sizeof *m->keys);
+		cp(m->keys, a->keys, a->n * sizeof *m->keys);
 	if (b->n)
-		memcpy(m->keys + a->n, b->keys, b->n * sizeof *m->keys);
-	memcpy(m->kids, a->kids, a->n * sizeof *m->kids);
+		cp(m->keys + a->n, b->keys, b->n * sizeof *m->keys);
+	cp(m->kids, a->kids, a->n * sizeof *m->kids);
 	m->kids[a->n] = mid;
-	memcpy(m->kids + a->n + 1, b->kids + 1, b->n * sizeof *m->kids);
+	cp(m->kids + a->n + 1, b->kids + 1, b->n * sizeof *m->kids);
 	*out = m;
 	return 0;
 }
@@ -398,13 +405,13 @@ static int insert(struct ctx *c, struct mn *t, int layer, const uint8_t *k, size
 	struct mn *m = mn_new(c, t->n + 1);
 	if (!m)
 		return fail(c, -E2BIG, "mst arena full");
-	memcpy(m->keys, t->keys, i * sizeof *m->keys);
+	cp(m->keys, t->keys, i * sizeof *m->keys);
 	m->keys[i] = (struct mk){ k, kn, *v };
-	memcpy(m->keys + i + 1, t->keys + i, (t->n - i) * sizeof *m->keys);
-	memcpy(m->kids, t->kids, i * sizeof *m->kids);
+	cp(m->keys + i + 1, t->keys + i, (t->n - i) * sizeof *m->keys);
+	cp(m->kids, t->kids, i * sizeof *m->kids);
 	m->kids[i] = a;
 	m->kids[i + 1] = b;
-	memcpy(m->kids + i + 2, t->kids + i + 1, (t->n - i) * sizeof *m->kids);
+	cp(m->kids + i + 2, t->kids + i + 1, (t->n - i) * sizeof *m->kids);
 	*out = m;
 	return 0;
 }
@@ -434,9 +441,9 @@ static int remove_key(struct ctx *c, struct mn *t, int layer, const uint8_t *k, 
 	struct mn *mid;
 	if ((rc = merge(c, t->kids[i], t->kids[i + 1], layer - 1, &mid)))
 		return rc;
-	memmove(t->keys + i, t->keys + i + 1, (t->n - i - 1) * sizeof *t->keys);
+	cp(t->keys + i, t->keys + i + 1, (t->n - i - 1) * sizeof *t->keys);
 	t->kids[i] = mid;
-	memmove(t->kids + i + 1, t->kids + i + 2, (t->n - i - 1) * sizeof *t->kids);
+	cp(t->kids + i + 1, t->kids + i + 2, (t->n - i - 1) * sizeof *t->kids);
 	t->n--;
 	t->dirty = true;
 	*out = prune(t);

@@ -286,7 +286,7 @@ static int db_batch(struct fan_sub *s, bool fresh)
 static void pump(struct fan_sub *s)
 {
 	assert(s->magic == SUB_MAGIC);
-	bool db_fresh = false;
+	bool db_fresh = false, skip_seek = false;
 	while (!s->closing && bt_ws_outq(s->ws) < SUB_HIWAT) {
 		if (s->in_ring) {
 			uint64_t seq;
@@ -297,8 +297,8 @@ static void pump(struct fan_sub *s)
 				uint8_t *nb = realloc(rbuf, len);
 				if (!nb) {
 					BT_LOG_EVERY(BT_LOG_ERROR, "out of memory for a %zu-byte record", len);
-					s->in_ring = false; /* try the database instead */
-					continue;
+					arm_retry(s); /* the position stays; try again later */
+					return;
 				}
 				rbuf = nb;
 				rcap = len;
@@ -308,10 +308,13 @@ static void pump(struct fan_sub *s)
 				return; /* live: the bell resumes us */
 			if (rc < 0) {
 				/* Lapped (or a corrupt record): continue from the database at after+1. */
-				if (rc == -EOVERFLOW)
+				if (rc == -EOVERFLOW) {
 					bt_stat_add(bt_proc.stats, BT_STAT_OVERRUNS, 1);
-				else
+				} else {
+					/* The database moves us past the bad record before the ring is asked again. */
 					BT_LOG_EVERY(BT_LOG_WARN, "broadcast ring read: %d", rc);
+					skip_seek = true;
+				}
 				s->in_ring = false;
 				continue;
 			}
@@ -322,7 +325,8 @@ static void pump(struct fan_sub *s)
 			continue;
 		}
 		uint64_t pos;
-		int rc = bt_bcast_seek(fan.ring, s->after, &pos);
+		int rc = skip_seek ? -ENOENT : bt_bcast_seek(fan.ring, s->after, &pos);
+		skip_seek = false;
 		if (rc == 0 || rc == -EAGAIN) {
 			s->pos = pos;
 			s->in_ring = true;

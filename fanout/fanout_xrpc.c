@@ -191,7 +191,7 @@ void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 	} else if (get && !strcmp(p, "/")) {
 		banner(req);
 	} else if (!strncmp(p, "/xrpc/", 6)) {
-		fan_xrpc_error(req, 501, "MethodNotImplemented", "method not implemented by this relay");
+		fan_xrpc_error(req, 501, "MethodNotImplemented", "this relay does not serve that method");
 	} else {
 		fan_xrpc_error(req, 404, "NotFound", NULL);
 	}

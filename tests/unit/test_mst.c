@@ -9,7 +9,7 @@
  *	corrupted ops (wrong prev, wrong cid, a dropped op, a missing block) must
  *	give an error or another root.  Random commits over example_keys.txt
  *	check inversion against building from scratch.  Every #commit with
- *	prevData in vectors/indigo/*.json must invert to its prevData.
+ *	prevData in vectors/indigo/ files must invert to its prevData.
  * DIAGNOSTICS
  *	Prints failing cases; exits non-zero on failure.
  */
@@ -217,7 +217,7 @@ static void test_fixtures(void)
 		/* An extra op for a key that is not in the tree is an error. */
 		set_op(&ops[nops], "create", "Z9/000000", &leaf, NULL);
 		rc = invert_buf(&part, &root, ops, nops + 1, &got, &why);
-		CHECKF(rc == -EINVAL, "%s: extra create gave %d", name, rc);
+		CHECKF(rc == -EINVAL || rc == -ENOENT, "%s: extra create gave %d", name, rc);
 		/* Each proof block but the root is needed: dropping it gives "missing block". */
 		for (size_t i = 0; i < np; i++) {
 			if (bt_cid_eq(&proof[i], &root))
@@ -259,7 +259,7 @@ static void test_random(void)
 	CHECKF(txt, "load %s", path);
 	if (!txt)
 		return;
-	static const char *all[MAXK], *before[MAXK], *after[MAXK];
+	static const char *all[MAXK], *before[MAXK];
 	static struct bt_fh_op ops[64];
 	size_t nall = 0;
 	for (char *s = strtok(txt, "\n"); s && nall < MAXK; s = strtok(NULL, "\n"))
@@ -309,7 +309,6 @@ static void test_random(void)
 			if (inb[i])
 				before[nb++] = all[i];
 			if (ina[i]) {
-				after[na] = all[i];
 				kp[na] = (const uint8_t *)all[i];
 				kl[na] = strlen(all[i]);
 				kv[na] = vals[upd[i] ? 1 : 0];
@@ -381,7 +380,7 @@ static void test_indigo(void)
 			bt_cid_from_str(json_string_value(pd), &prev_data);
 			const char *b64 = json_string_value(json_object_get(json_object_get(body, "blocks"), "$bytes"));
 			struct bt_buf carb = { 0 };
-			CHECK(b64 && bt_base64_decode(b64, strlen(b64), &carb) == 0);
+			CHECK(b64 && bt_base64_decode_buf(b64, strlen(b64), &carb) == 0);
 			struct bt_car car;
 			bt_car_init(&car, 0);
 			const char *why = NULL;
@@ -436,13 +435,14 @@ static void test_hostile(void)
 	CHECK(bt_mst_invert(&car, &root, NULL, 0, &got, &why) == 0 && bt_cid_eq(&got, &root));
 	CHECK(!strcmp(cstr(&root), "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"));
 	struct bt_fh_op op[2];
-	set_op(&op[0], "delete", "app.bsky.feed.post/abc", NULL, &root);
-	set_op(&op[1], "create", "app.bsky.feed.post/abc", &root, NULL);
+	/* Forward: create K then delete K, so the tree after is still empty. */
+	set_op(&op[0], "create", "app.bsky.feed.post/abc", &root, NULL);
+	set_op(&op[1], "delete", "app.bsky.feed.post/abc", NULL, &root);
 	CHECK(bt_mst_invert(&car, &root, op, 2, &got, &why) == 0 && bt_cid_eq(&got, &root));
-	CHECK(bt_mst_invert(&car, &root, op, 1, &got, &why) == 0 && !bt_cid_eq(&got, &root));
-	CHECK(bt_mst_invert(&car, &root, op + 1, 1, &got, &why) == -EINVAL);
-	op[0].has_prev = false;
+	CHECK(bt_mst_invert(&car, &root, op + 1, 1, &got, &why) == 0 && !bt_cid_eq(&got, &root));
 	CHECK(bt_mst_invert(&car, &root, op, 1, &got, &why) == -EINVAL);
+	op[1].has_prev = false;
+	CHECK(bt_mst_invert(&car, &root, op + 1, 1, &got, &why) == -EINVAL);
 	set_op(&op[0], "frobnicate", "a/b", &root, &root);
 	CHECK(bt_mst_invert(&car, &root, op, 1, &got, &why) == -EINVAL);
 	bt_car_free(&car);
