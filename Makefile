@@ -64,9 +64,11 @@ deps:
 run: deps all
 	exec $(BUILD)/baton
 
+# Normal build, then the ASan+UBSan build; one run of every test on each (tests/run.sh).
 test: deps
 	$(MAKE) all
-	./tests/run.sh $(BUILD)
+	$(MAKE) asan
+	ASAN_BUILD=build-asan ./tests/run.sh $(BUILD)
 
 test-only: all
 	./tests/run.sh $(BUILD)

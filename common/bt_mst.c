@@ -145,9 +145,9 @@ static int fail(struct ctx *c, int rc, const char *why)
 static struct mn *mn_new(struct ctx *c, size_t n)
 {
 	struct mn *m = arena_alloc(c->a, sizeof *m);
-	struct mk *k = n ? arena_alloc(c->a, n * sizeof *k) : NULL;
+	struct mk *k = arena_alloc(c->a, (n ? n : 1) * sizeof *k); /* never NULL: callers add offsets */
 	struct mn **kids = arena_alloc(c->a, (n + 1) * sizeof *kids);
-	if (!m || (n && !k) || !kids)
+	if (!m || !k || !kids)
 		return NULL;
 	memset(m, 0, sizeof *m);
 	memset(kids, 0, (n + 1) * sizeof *kids);
@@ -203,9 +203,9 @@ static int mn_parse(struct ctx *c, struct mn *m, const uint8_t *p, size_t len, i
 	if (bt_cbor_next(&r, &it) || it.type != BT_CBOR_ARRAY || it.n > len)
 		return bad(c);
 	size_t n = it.n;
-	struct mk *keys = n ? arena_alloc(c->a, n * sizeof *keys) : NULL;
+	struct mk *keys = arena_alloc(c->a, (n ? n : 1) * sizeof *keys);
 	struct mn **kids = arena_alloc(c->a, (n + 1) * sizeof *kids);
-	if ((n && !keys) || !kids)
+	if (!keys || !kids)
 		return fail(c, -E2BIG, "mst arena full");
 	memset(kids, 0, (n + 1) * sizeof *kids);
 	const uint8_t *prev = NULL;
@@ -542,7 +542,8 @@ static int root_cid(struct ctx *c, struct mn *m, int layer, struct bt_cid *out)
 {
 	int rc;
 	if (!m) {
-		struct mn e = { .loaded = true, .dirty = true, .n = 0, .keys = NULL, .kids = (struct mn *[1]){ NULL } };
+		struct mk none;
+		struct mn e = { .loaded = true, .dirty = true, .n = 0, .keys = &none, .kids = (struct mn *[1]){ NULL } };
 		if ((rc = enc_node(c, &e)))
 			return rc;
 		*out = e.cid;

@@ -35,7 +35,7 @@
 	X(BOOL, sync_writes, "RELAY_SYNC_WRITES", "true", 0, 0, "fsync each group commit (survives power loss)") \
 	X(INT, commit_batch, "RELAY_COMMIT_BATCH", "100", 1, 10000, "max verdicts per RocksDB write batch") \
 	X(BOOL, lenient_sync_validation, "RELAY_LENIENT_SYNC_VALIDATION", "false", 0, 0,                \
-	  "log Sync 1.1 discontinuities instead of counting them as errors")                            \
+	  "pass on commits whose ops do not invert to prevData (counted) instead of dropping them")                            \
 	X(INT, max_frame_bytes, "RELAY_MAX_FRAME_BYTES", "5000000", 1024, 16777216, "largest upstream frame accepted") \
 	X(DUR, reconnect_max, "RELAY_RECONNECT_MAX", "300", 1, 86400, "longest backoff between upstream reconnects") \
 	X(DUR, identity_ttl, "RELAY_IDENTITY_TTL", "1h", 1, 604800, "how long a resolved DID document is trusted") \

@@ -12,6 +12,20 @@ const char *bt_role_name(enum bt_role r)
 	return (unsigned)r < 5 ? n[r] : "?";
 }
 
+/* The tables' names in lower case ("BAD_SIG" -> "bad_sig"), made once on first use.  Single-threaded
+   callers only (each process asks from its one loop thread), or benign: every writer writes the same bytes. */
+#define LOWER_MAX 32
+static const char *lower(char (*out)[LOWER_MAX], unsigned i, const char *up)
+{
+	if (!out[i][0]) {
+		unsigned k = 0;
+		for (; up[k] && k < LOWER_MAX - 1; k++)
+			out[i][k] = (char)(up[k] >= 'A' && up[k] <= 'Z' ? up[k] + 32 : up[k]);
+		out[i][k] = 0;
+	}
+	return out[i];
+}
+
 const char *bt_drop_name(enum bt_drop d)
 {
 	static const char *n[] = {
@@ -19,7 +33,8 @@ const char *bt_drop_name(enum bt_drop d)
 		BT_DROPS(X)
 #undef X
 	};
-	return (unsigned)d < BT_DROP__COUNT ? n[d] : "?";
+	static char low[BT_DROP__COUNT][LOWER_MAX];
+	return (unsigned)d < BT_DROP__COUNT ? lower(low, (unsigned)d, n[d]) : "?";
 }
 
 const char *bt_stat_name(enum bt_stat s)
@@ -29,7 +44,8 @@ const char *bt_stat_name(enum bt_stat s)
 		BT_STATS(X)
 #undef X
 	};
-	return (unsigned)s < BT_STAT__COUNT ? n[s] : "?";
+	static char low[BT_STAT__COUNT][LOWER_MAX];
+	return (unsigned)s < BT_STAT__COUNT ? lower(low, (unsigned)s, n[s]) : "?";
 }
 
 static uint64_t clock_ms(clockid_t c)

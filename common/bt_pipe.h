@@ -94,6 +94,7 @@ enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT
 	X(NO_KEY, "DID document has no usable #atproto key")              \
 	X(WRONG_HOST, "DID's PDS is not the host the frame came from")    \
 	X(BAD_SIG, "signature does not verify")                           \
+	X(BAD_INVERSION, "ops do not invert the new MST to prevData (Sync 1.1)") \
 	X(INACTIVE, "account is not active")                              \
 	X(DUPLICATE, "frame already has a verdict (re-delivery)")         \
 	X(QUARANTINED, "frame crashed verify twice")
@@ -142,6 +143,7 @@ _Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
 	X(ACCEPTED, "verdicts: accepted")                                           \
 	X(DROPPED, "verdicts: dropped (all reasons)")                               \
 	X(DISCONTINUITIES, "since/prevData mismatches passed on")                   \
+	X(INVERSION_LENIENT, "inversion failures passed on (RELAY_LENIENT_SYNC_VALIDATION)") \
 	X(RESOLVES, "DID resolutions started")                                      \
 	X(RESOLVE_FAILS, "DID resolutions failed")                                  \
 	X(WAITING, "frames waiting for an identity now")                            \

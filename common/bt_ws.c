@@ -68,6 +68,9 @@ struct bt_ws {
 	bool client, in_recv, paused, want_drain, freeme, closing_local, failed, close_tmr_on;
 	int close_code;
 	char close_reason[128];
+	bool close_pending; /* our close frame waits for the data queued before it */
+	int pend_code;
+	char pend_reason[128];
 	int fail_code;
 	char fail_reason[128];
 	struct event *tick, *close_tmr, *kick;
@@ -159,7 +162,7 @@ static void fail_later(struct bt_ws *ws, int code, const char *reason)
 		return;
 	ws->failed = true;
 	ws->fail_code = code;
-	snprintf(ws->fail_reason, sizeof ws->fail_reason, "%s", reason);
+	snprintf(ws->fail_reason, sizeof ws->fail_reason, "%.*s", (int)sizeof ws->fail_reason - 1, reason);
 	if (ws->kick)
 		event_active(ws->kick, EV_TIMEOUT, 0);
 }
@@ -246,12 +249,32 @@ static void w_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_r
 	ws->cbs.on_msg(ws, a->opcode, a->msg, a->msg_length, ws->arg);
 }
 
+/* Queues our pending close frame once the data queued before it has gone (wslay sends control frames
+   ahead of data, so queueing it earlier would drop that data); returns true if it queued it. */
+static bool queue_close(struct bt_ws *ws)
+{
+	if (!ws->close_pending || wslay_event_get_queued_msg_count(ws->wctx) != 0)
+		return false;
+	ws->close_pending = false;
+	if (wslay_event_get_close_sent(ws->wctx))
+		return false;
+	size_t rl = strlen(ws->pend_reason);
+	if (wslay_event_queue_close(ws->wctx, (uint16_t)ws->pend_code, (const uint8_t *)ws->pend_reason, rl) != 0 &&
+	    !wslay_event_get_close_received(ws->wctx))
+		fail_later(ws, ws->pend_code, ws->pend_reason);
+	return true;
+}
+
 /* Sends what wslay has queued, unless this connection is inside wslay_event_recv (pump sends after it). */
 static void flush(struct bt_ws *ws)
 {
 	if (ws->in_recv || ws->state != ST_OPEN || !ws->wctx)
 		return;
-	if (wslay_event_want_write(ws->wctx) && wslay_event_send(ws->wctx) != 0)
+	if (wslay_event_want_write(ws->wctx) && wslay_event_send(ws->wctx) != 0) {
+		fail_later(ws, WSLAY_CODE_ABNORMAL_CLOSURE, "write failed");
+		return;
+	}
+	if (queue_close(ws) && wslay_event_want_write(ws->wctx) && wslay_event_send(ws->wctx) != 0)
 		fail_later(ws, WSLAY_CODE_ABNORMAL_CLOSURE, "write failed");
 }
 
@@ -285,6 +308,11 @@ static void pump(struct bt_ws *ws)
 		return;
 	}
 	if (wslay_event_want_write(ws->wctx) && wslay_event_send(ws->wctx) != 0) {
+		finish(ws, WSLAY_CODE_ABNORMAL_CLOSURE, "write failed");
+		return;
+	}
+	if (ws->close_pending && queue_close(ws) && wslay_event_want_write(ws->wctx) &&
+	    wslay_event_send(ws->wctx) != 0) {
 		finish(ws, WSLAY_CODE_ABNORMAL_CLOSURE, "write failed");
 		return;
 	}
@@ -868,9 +896,10 @@ void bt_ws_close(struct bt_ws *ws, int code, const char *reason)
 		memcpy(ws->close_reason, reason, rl);
 		ws->close_reason[rl] = 0;
 	}
-	if (wslay_event_queue_close(ws->wctx, (uint16_t)code, (const uint8_t *)reason, rl) != 0 &&
-	    !wslay_event_get_close_received(ws->wctx))
-		fail_later(ws, code, reason);
+	ws->close_pending = true;
+	ws->pend_code = code;
+	memcpy(ws->pend_reason, reason, rl);
+	ws->pend_reason[rl] = 0;
 	arm_close_timer(ws);
 	flush(ws);
 	event_active(ws->kick, EV_TIMEOUT, 0);

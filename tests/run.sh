@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of baton and ends with one line "N passed, N failed".
-#   tests/run.sh [BUILD_DIR]      unit tests, multi-process tests, then the end-to-end scenarios
+#   tests/run.sh [BUILD_DIR]      unit tests, multi-process tests, then the end-to-end scenarios;
+#   with ASAN_BUILD=build-asan the same again on the sanitizer build.
 # Each test binary or script prints its own "N passed, N failed"; a test that crashes or
 # times out without that line counts as one failure.  Logs of failures stay in $BT_TEST_TMP.
 set -u
@@ -31,10 +32,15 @@ run_one() { # name timeout_s cmd...
 	fi
 }
 
-for t in "$BUILD"/tests/test_*; do
-	[ -x "$t" ] || continue
-	run_one "$(basename "$t")" 600 "$t"
-done
+unit_and_proc() { # build-dir label
+	local b=$1 l=$2
+	for t in "$b"/tests/test_*; do
+		[ -x "$t" ] || continue
+		run_one "$l$(basename "$t")" 600 "$t"
+	done
+}
+
+unit_and_proc "$BUILD" ""
 for s in tests/proc/*.sh; do
 	[ -f "$s" ] || continue
 	run_one "$(basename "$s" .sh)" 600 bash "$s" "$BUILD"
@@ -42,6 +48,27 @@ done
 if [ -f tests/e2e/run.mjs ]; then
 	run_one e2e-selftest 300 node tests/e2e/run.mjs --selftest
 	run_one e2e 900 node tests/e2e/run.mjs "$BUILD"
+fi
+
+# The sanitizer build (make asan): unit tests with LeakSanitizer, and the end-to-end scenarios with
+# every stage under ASan+UBSan.  A stage that trips a sanitizer is restarted by the supervisor, so the
+# scenarios could still pass: the reports it leaves behind are what fails the run.
+if [ -n "${ASAN_BUILD:-}" ] && [ -d "$ASAN_BUILD" ]; then
+	unit_and_proc "$ASAN_BUILD" "asan:"
+	if [ -f tests/e2e/run.mjs ]; then
+		mkdir -p "$BT_TEST_TMP/asan"
+		ASAN_OPTIONS="log_path=$BT_TEST_TMP/asan/report:detect_leaks=0:abort_on_error=1" \
+		UBSAN_OPTIONS="log_path=$BT_TEST_TMP/asan/report:print_stacktrace=1:halt_on_error=1" \
+			run_one asan:e2e 900 node tests/e2e/run.mjs "$ASAN_BUILD"
+		if ls "$BT_TEST_TMP"/asan/report* >/dev/null 2>&1; then
+			echo "FAILED  asan:e2e-reports: sanitizer reports from relay processes:"
+			head -n 60 "$BT_TEST_TMP"/asan/report* | sed 's/^/    | /'
+			fail=$((fail + 1))
+		else
+			printf 'ok      %-28s %s\n' "asan:e2e-reports" "no sanitizer report from any stage"
+			pass=$((pass + 1))
+		fi
+	fi
 fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

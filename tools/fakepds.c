@@ -3,7 +3,7 @@
  *	fakepds - a fast PDS + PLC directory simulator for benchmarks and tests
  * DESCRIPTION
  *	fakepds --port P --accounts N --rate R --seconds S [--key k256|p256|mixed]
- *	        [--log-max M] [--mst-cap C] [--backlog B] [--bind ADDR]
+ *	        [--log-max M] [--mst-cap C] [--backlog B] [--bind ADDR] [--start-on-subscribe]
  *
  *	Serves, on one plain-HTTP port (bt_http + bt_ws on libevent):
  *	  GET /xrpc/com.atproto.server.describeServer   liveness probe of requestCrawl
@@ -14,7 +14,8 @@
  *	  WS  /xrpc/com.atproto.sync.subscribeRepos[?cursor=N]
  *
  *	The firehose carries real signed #commit frames at R events/s for S seconds, round-robin over
- *	N did:plc accounts, then stays up (serving replay and DID documents) until SIGINT/SIGTERM.
+ *	N did:plc accounts (with --start-on-subscribe the S seconds start when the first subscriber
+ *	connects, so a relay that subscribes late still sees every event live), then stays up (serving replay and DID documents) until SIGINT/SIGTERM.
  *	Each commit creates one record (or, once an account holds C records, updates one of them in
  *	turn), so every account's MST stays a single leaf node {l: null, e: [...]}: record keys are
  *	TIDs chosen so that their MST height is 0.  The frame's CAR holds the commit, the MST node and
@@ -101,7 +102,7 @@ static struct {
 	uint64_t emitted, next_acct;
 	uint64_t last_us; /* TID clock */
 	double t_start, cpu_start, gen_cpu;
-	bool done;
+	bool done, wait_sub, started;
 	struct event_base *base;
 	struct event *tick;
 	struct bt_http_server *http;
@@ -388,7 +389,7 @@ static int emit_one(void)
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
-	if (g.done)
+	if (g.done || !g.started)
 		return;
 	double el = now_s(CLOCK_MONOTONIC) - g.t_start;
 	uint64_t want = (uint64_t)(el * g.rate) + g.backlog;
@@ -500,6 +501,11 @@ static void on_req(struct bt_http_req *r, void *arg)
 			g.subs->prev_s = s;
 		g.subs = s;
 		g.n_subs++;
+		if (!g.started) { /* --start-on-subscribe: the emission clock starts now */
+			g.started = true;
+			g.t_start = now_s(CLOCK_MONOTONIC);
+			g.cpu_start = now_s(CLOCK_PROCESS_CPUTIME_ID);
+		}
 		if (has_cursor && cursor > g.head) {
 			bt_buf_reset(&g.tmp);
 			if (!bt_fh_encode_error(&g.tmp, "FutureCursor", "cursor is ahead of the newest event"))
@@ -540,9 +546,10 @@ static void on_req(struct bt_http_req *r, void *arg)
 		json_reply(r, 200, body);
 	} else if (!strcmp(path, "/_stats")) {
 		snprintf(body, sizeof body,
-			 "{\"seq\":%" PRIu64 ",\"emitted\":%" PRIu64 ",\"elapsed_s\":%.3f,\"done\":%s,\"subscribers\":%d,"
+			 "{\"seq\":%" PRIu64 ",\"started\":%s,\"emitted\":%" PRIu64 ",\"elapsed_s\":%.3f,\"done\":%s,\"subscribers\":%d,"
 			 "\"gen_cpu_us_per_event\":%.1f,\"cpu_s\":%.3f}",
-			 g.head, g.emitted, now_s(CLOCK_MONOTONIC) - g.t_start, g.done ? "true" : "false", g.n_subs,
+			 g.head, g.started ? "true" : "false", g.emitted, now_s(CLOCK_MONOTONIC) - g.t_start,
+			 g.done ? "true" : "false", g.n_subs,
 			 g.emitted ? g.gen_cpu * 1e6 / (double)g.emitted : 0.0,
 			 now_s(CLOCK_PROCESS_CPUTIME_ID) - g.cpu_start);
 		json_reply(r, 200, body);
@@ -581,7 +588,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: fakepds --port P --accounts N --rate R --seconds S [--key k256|p256|mixed]\n"
-		"               [--log-max M] [--mst-cap C] [--backlog B] [--bind ADDR]\n"
+		"               [--log-max M] [--mst-cap C] [--backlog B] [--bind ADDR] [--start-on-subscribe]\n"
 		"  A PDS + PLC simulator: R signed #commit events/s for S seconds over N did:plc accounts;\n"
 		"  also serves the DID documents (use it as RELAY_PLC_HOST).  Runs until SIGINT/SIGTERM.\n");
 	exit(2);
@@ -602,6 +609,7 @@ int main(int argc, char **argv)
 					    { "key", 1, 0, 'k' },     { "log-max", 1, 0, 'l' },
 					    { "mst-cap", 1, 0, 'm' }, { "backlog", 1, 0, 'b' },
 					    { "bind", 1, 0, 'B' },    { "help", 0, 0, 'h' },
+					    { "start-on-subscribe", 0, 0, 'W' },
 					    { 0, 0, 0, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -615,6 +623,7 @@ int main(int argc, char **argv)
 		case 'm': g.mst_cap = atoi(optarg); break;
 		case 'b': g.backlog = strtoull(optarg, NULL, 10); break;
 		case 'B': g.bind = optarg; break;
+		case 'W': g.wait_sub = true; break;
 		default: usage();
 		}
 	}
@@ -667,6 +676,7 @@ int main(int argc, char **argv)
 	event_add(g.tick, &(struct timeval){ 0, 1000 });
 	g.t_start = now_s(CLOCK_MONOTONIC);
 	g.cpu_start = now_s(CLOCK_PROCESS_CPUTIME_ID);
+	g.started = !g.wait_sub;
 	fprintf(stderr, "fakepds: listening on %s:%d accounts=%d rate=%.1f seconds=%.1f key=%s did=did:plc:%s...\n",
 		g.bind, g.port, g.n_acct, g.rate, g.seconds, g.key, g.did_prefix);
 	event_base_dispatch(g.base);

@@ -8,7 +8,8 @@
  *	decode; sizes; DID/TID syntax; CAR with every block hash; commit object; repo and rev
  *	equal the signed commit's; account active; rev newer than stored and not in the future;
  *	identity (DID document: key and PDS); the DID's PDS is the host the frame came from;
- *	the signature.  since/prevData mismatches are counted and passed on.
+ *	the signature; the Sync 1.1 inversion of the ops to prevData.  since/prevData mismatches
+ *	with the stored state are counted and passed on.
  *
  *	Waiting without blocking: a frame whose DID's identity is not known waits in a FIFO of
  *	that DID (and every later frame of the DID queues behind it, so per-DID order holds)
@@ -27,6 +28,7 @@
 #include "bt_db.h"
 #include "bt_fetch.h"
 #include "bt_log.h"
+#include "bt_mst.h"
 #include "bt_proc.h"
 #include "bt_shm.h"
 #include "bt_syntax.h"
@@ -296,6 +298,21 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 	if (bt_commit_unsigned(blk->data, blk->len, &unsig) < 0 ||
 	    bt_pubkey_verify(d->id.key, unsig.p, unsig.len, c.sig.p, c.sig.n) < 0)
 		return refetch_once(j, d, BT_DROP_BAD_SIG, "signature");
+	/* Sync 1.1: undoing the ops on the new tree must give exactly prevData. */
+	if (is_commit && msg.has_prev_data) {
+		struct bt_cid prev;
+		const char *iwhy = NULL;
+		if (bt_mst_invert(&car, &c.data, msg.ops, msg.n_ops, &prev, &iwhy) < 0 ||
+		    !bt_cid_eq(&prev, &msg.prev_data)) {
+			if (!bt_cfg.lenient_sync_validation) {
+				drop(j, &msg.did, BT_DROP_BAD_INVERSION, iwhy ? iwhy : "root differs from prevData");
+				return RUN_DONE;
+			}
+			bt_stat_add(bt_proc.stats, BT_STAT_INVERSION_LENIENT, 1);
+			BT_LOG_EVERY(BT_LOG_WARN, "%.*s: inversion failed (%s), passed on (lenient)", (int)msg.did.n,
+				     (const char *)msg.did.p, iwhy ? iwhy : "root differs");
+		}
+	}
 	uint8_t flags = 0;
 	if (is_commit && stored) {
 		bool since_ok = msg.has_since && msg.since.n == stored && !memcmp(msg.since.p, d->rev, stored);

@@ -750,8 +750,29 @@ int main(int argc, char **argv)
 	run_for(300); /* the other fanout binds too */
 
 	test_http();
+	/* A record nobody consumes in ring ingest->verify 0 while verify 0's progress stands still. */
+	struct bt_ring *rin = bt_shm_ring(shm, bt_pipe_ring_in(0));
+	void *slot;
+	CHECK(bt_ring_claim(rin, BT_REC_FRAME, 16, &slot) == 0);
+	memset(slot, 0, 16);
+	bt_ring_commit(rin);
+	uint64_t stuck_since = bt_now_ms();
 	test_replay_live();
 	test_too_slow();
+	uint64_t waited = bt_now_ms() - stuck_since;
+	if (waited < 11000)
+		run_for((int)(11000 - waited));
+	char *body;
+	int st = http("GET", "/_health", NULL, resp, sizeof resp, &body);
+	CHECKF(st == 503 && strstr(body, "stuck"), "health with a stuck ring -> %d %s", st, body);
+	uint64_t rpos = bt_ring_tail(rin);
+	uint32_t rtype;
+	const void *rp;
+	size_t rlen;
+	CHECK(bt_ring_read(rin, &rpos, &rtype, &rp, &rlen) == 0);
+	bt_ring_release(rin, rpos);
+	st = http("GET", "/_health", NULL, resp, sizeof resp, &body);
+	CHECKF(st == 200, "health after the ring drained -> %d %s", st, body);
 
 	/* Shutdown: consumers are closed with 1012. */
 	int raw = raw_ws_open();

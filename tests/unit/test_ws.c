@@ -392,7 +392,7 @@ static void *t_raw_client(void *a)
 		}
 		if (n < 15 || (uint8_t)buf[0] != 0x82 || buf[1] != 8 || memcmp(buf + 2, "ok:hello", 8) ||
 		    (uint8_t)buf[10] != 0x88)
-			TFAIL("iter %d: bad frames (%zu bytes)", it, n);
+			TFAIL("iter %d: bad frames (%zu bytes) %02x %02x %02x", it, n, (uint8_t)buf[0], (uint8_t)buf[1], (uint8_t)buf[2]);
 		uint8_t cl[16];
 		size_t cn = frame(cl, 8, "\x03\xe8", 2, mask);
 		write_all(fd, cl, cn);
