@@ -87,7 +87,7 @@ int bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **ou
 	rocksdb_options_set_create_if_missing(o, 0);
 	rocksdb_t *r = rocksdb_open_as_secondary(o, dir, sec_dir, &err);
 	if (err) {
-		BT_WARN("rocksdb open secondary %s: %s", dir, err);
+		BT_LOG_EVERY(BT_LOG_INFO, "rocksdb open secondary %s: %s (the store creates it; retrying)", dir, err);
 		rocksdb_free(err);
 		rocksdb_options_destroy(o);
 		return -EIO;

@@ -339,7 +339,7 @@ const char *bt_http_status_text(int s)
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
+	case 501: return "Unsupported Method";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -496,6 +496,8 @@ static void write_cb(struct bufferevent *bev, void *ud)
 static void event_cb(struct bufferevent *bev, short what, void *ud)
 {
 	struct conn *c = ud;
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* TLS handshake done */
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->closing) {
 		/* half-close: answer what was already asked, then close */
 		c->peer_eof = true;

@@ -29,7 +29,7 @@
 	X(INT, fanout_procs, "RELAY_FANOUT_PROCS", "2", 1, 32, "fanout processes N sharing the public port") \
 	X(STR, shm_dir, "RELAY_SHM_DIR", "/dev/shm", 0, 0, "directory of the shared-memory segment and control sockets") \
 	X(STR, name, "RELAY_NAME", "baton", 0, 0, "instance name (segment and socket names)")       \
-	X(INT, ring_mb, "RELAY_RING_MB", "64", 8, 4096, "size of each ingest->verify and verify->store ring, MiB") \
+	X(INT, ring_mb, "RELAY_RING_MB", "64", 32, 4096, "size of each ingest->verify and verify->store ring, MiB (a record is at most a quarter)") \
 	X(INT, bcast_ring_mb, "RELAY_BCAST_RING_MB", "256", 8, 16384, "size of the store->fanout broadcast ring, MiB") \
 	X(DUR, replay_window, "RELAY_REPLAY_WINDOW", "72h", 60, 31536000, "how long events are kept for cursor replay") \
 	X(BOOL, sync_writes, "RELAY_SYNC_WRITES", "true", 0, 0, "fsync each group commit (survives power loss)") \
@@ -45,7 +45,9 @@
 	X(DUR, heartbeat_timeout, "RELAY_HEARTBEAT_TIMEOUT", "15", 2, 3600, "a stage silent this long is killed and restarted") \
 	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per day") \
 	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \
-	X(STR, log_level, "RELAY_LOG_LEVEL", "info", 0, 0, "debug, info, warn or error")
+	X(STR, log_level, "RELAY_LOG_LEVEL", "info", 0, 0, "debug, info, warn or error")          \
+	X(STR, fault_crash_did, "RELAY_FAULT_CRASH_DID", "", 0, 0,                                      \
+	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

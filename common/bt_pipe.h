@@ -157,7 +157,8 @@ _Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
 	X(SLOW_KICKS, "consumers closed for falling out of the window")             \
 	X(HOSTS, "upstream hosts subscribed now")                                   \
 	X(CRAWLS, "requestCrawl accepted")                                          \
-	X(CRAWLS_REFUSED, "requestCrawl refused")
+	X(CRAWLS_REFUSED, "requestCrawl refused")                                   \
+	X(QUARANTINED, "frames quarantined after crashing verify twice")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)
@@ -172,6 +173,12 @@ struct bt_stats_page {
 	uint32_t role, index;
 	uint32_t pad;
 	_Atomic uint64_t progress;     /* grows whenever the stage consumes input */
+	/* Crash bookkeeping (verify): the input position of the frame being processed, 0 between
+	   frames.  It outlives the process, so the next incarnation knows which frame it died on. */
+	_Atomic uint64_t cur_pos;
+	uint64_t crash_pos;
+	uint32_t crash_count;
+	uint32_t pad2;
 	_Atomic uint64_t counters[BT_STAT__COUNT];
 	_Atomic uint64_t drops[BT_DROP__COUNT];
 };

@@ -18,6 +18,7 @@
  *	Failures are reported through on_close(code, reason); see bt_ws.h.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -527,6 +528,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *ud)
 static struct bt_ws *ws_alloc(struct event_base *base, const struct bt_ws_cbs *cbs, void *arg,
 			      const struct bt_ws_opts *o)
 {
+	/* a peer that vanished must not kill the process on write */
+	struct sigaction sa;
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+		signal(SIGPIPE, SIG_IGN);
 	struct bt_ws *ws = calloc(1, sizeof *ws);
 	if (!ws)
 		return NULL;
@@ -562,7 +567,9 @@ static int ws_open(struct bt_ws *ws)
 	if (ws->ping_s || ws->idle_s) {
 		int m = ws->ping_s && ws->idle_s ? (ws->ping_s < ws->idle_s ? ws->ping_s : ws->idle_s)
 						 : (ws->ping_s ? ws->ping_s : ws->idle_s);
-		struct timeval tv = {m > 3 ? m / 3 : 1, 0};
+		/* a quarter of the shortest interval: a ping goes out well before the idle limit */
+		long ms = (long)m * 250;
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 		ws->tick = event_new(ws->base, -1, EV_PERSIST, tick_cb, ws);
 		if (!ws->tick)
 			return -ENOMEM;

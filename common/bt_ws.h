@@ -20,6 +20,10 @@
  *	the struct is freed right after on_close returns (never under a
  *	callback still running on the stack).
  *
+ *	The process should ignore SIGPIPE; creating a connection sets SIGPIPE
+ *	to SIG_IGN if it is still SIG_DFL.  bt_ws_pause() stops reading the
+ *	socket; a few messages wslay had already read may still arrive.
+ *
  *	Messages are delivered whole (wslay buffers fragments up to max_msg).
  *	Binary and text messages reach on_msg; ping/pong/close are handled
  *	here (pong automatically, by wslay, through the same queue).

@@ -25,10 +25,11 @@ struct ing_host {
 	bool reset_next;             /* the next frame starts a new chain (after FutureCursor) */
 	unsigned failures;
 	struct event *reconnect;
-	/* A frame that found its ring full: kept here while the socket is paused. */
+	/* Frames that found their ring full, in arrival order ([u32 len][bytes]...), kept while the
+	   socket is paused.  A paused socket may still deliver the few messages its framing layer
+	   had already read, so this is a queue, bounded by PEND_MAX (over it: reconnect). */
 	uint8_t *pend;
 	size_t pend_len, pend_cap;
-	int pend_k;
 };
 
 /* ingest_crawl.c */

@@ -27,6 +27,7 @@
 #include "ingest.h"
 
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@
 #define MAX_HOSTS 100000
 
 static struct event_base *base;
+static struct evdns_base *dns; /* one resolver for every upstream */
 static struct ing_host **hosts;
 static size_t n_hosts;
 static struct event *ev_beat, *ev_retry;
@@ -68,6 +70,30 @@ static void schedule(struct ing_host *h, uint64_t min_ms)
 	h->state = ING_WAIT;
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 	event_add(h->reconnect, &tv);
+}
+
+#define PEND_MAX (64u << 20)
+
+static int pend_add(struct ing_host *h, const uint8_t *p, size_t n)
+{
+	size_t need = h->pend_len + 4 + n;
+	if (need > PEND_MAX)
+		return -ENOBUFS;
+	if (need > h->pend_cap) {
+		size_t cap = h->pend_cap ? h->pend_cap : 65536;
+		while (cap < need)
+			cap *= 2;
+		uint8_t *np = realloc(h->pend, cap);
+		if (!np)
+			return -ENOMEM;
+		h->pend = np;
+		h->pend_cap = cap;
+	}
+	uint32_t n32 = (uint32_t)n;
+	memcpy(h->pend + h->pend_len, &n32, 4);
+	memcpy(h->pend + h->pend_len + 4, p, n);
+	h->pend_len = need;
+	return 0;
 }
 
 static bool push(struct ing_host *h, const uint8_t *p, size_t n, const struct bt_fh_peek *pk)
@@ -140,45 +166,52 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 		atomic_fetch_add_explicit(&bt_proc.stats->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
 		return;
 	}
-	if (!push(h, p, n, &pk)) {
-		/* Ring full: keep this frame, stop reading the socket, retry soon. */
-		if (h->pend_cap < n) {
-			uint8_t *np = realloc(h->pend, n);
-			if (!np) {
-				bt_ws_close(ws, 1011, "out of memory");
-				return;
-			}
-			h->pend = np;
-			h->pend_cap = n;
+	if (h->pend_len || !push(h, p, n, &pk)) {
+		/* Ring full (or frames already held, which go first): hold this one, stop reading. */
+		if (pend_add(h, p, n) < 0) {
+			/* Too much held: drop the connection; everything after the cursor comes again. */
+			h->pend_len = 0;
+			bt_ws_close(ws, 1011, "backlog");
+			return;
 		}
-		memcpy(h->pend, p, n);
-		h->pend_len = n;
 		bt_ws_pause(ws);
 		bt_stat_add(bt_proc.stats, BT_STAT_RING_FULL, 1);
-		if (!evtimer_pending(ev_retry, NULL))
-			{ struct timeval tv2 = { 0, 2000 }; evtimer_add(ev_retry, &tv2); }
+		if (!evtimer_pending(ev_retry, NULL)) {
+			struct timeval tv2 = { 0, 2000 };
+			evtimer_add(ev_retry, &tv2);
+		}
 	}
 }
 
-/* Paused hosts: try their held frame again; resume reading once it is in. */
+/* Paused hosts: push their held frames in order; resume reading once all are in. */
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
 	bool still = false;
 	for (size_t i = 0; i < n_hosts; i++) {
 		struct ing_host *h = hosts[i];
+		size_t off = 0;
+		while (off < h->pend_len) {
+			uint32_t n;
+			memcpy(&n, h->pend + off, 4);
+			const uint8_t *p = h->pend + off + 4;
+			struct bt_fh_peek pk;
+			if (bt_fh_peek(p, n, &pk) == 0 && !push(h, p, n, &pk))
+				break;
+			off += 4 + n;
+		}
 		if (!h->pend_len)
 			continue;
-		struct bt_fh_peek pk;
-		if (bt_fh_peek(h->pend, h->pend_len, &pk) < 0 || push(h, h->pend, h->pend_len, &pk)) {
-			h->pend_len = 0;
-			if (h->ws)
-				bt_ws_resume(h->ws);
-		} else {
+		memmove(h->pend, h->pend + off, h->pend_len - off);
+		h->pend_len -= off;
+		if (h->pend_len)
 			still = true;
-		}
+		else if (h->ws)
+			bt_ws_resume(h->ws);
 	}
-	if (still)
-		{ struct timeval tv2 = { 0, 2000 }; evtimer_add(ev_retry, &tv2); }
+	if (still) {
+		struct timeval tv2 = { 0, 2000 };
+		evtimer_add(ev_retry, &tv2);
+	}
 }
 
 static void on_open(struct bt_ws *ws, void *arg)
@@ -200,7 +233,7 @@ static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 {
 	struct ing_host *h = arg;
 	h->ws = NULL;
-	h->pend_len = 0; /* not pushed: it comes again after the reconnect, from the cursor */
+	h->pend_len = 0; /* not pushed: they come again after the reconnect, from the cursor */
 	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
 	if (h->state != ING_OPEN)
 		h->failures++;
@@ -234,6 +267,7 @@ static void connect_host(struct ing_host *h)
 	o.ping_interval_s = 30;
 	o.idle_timeout_s = 300;
 	o.user_agent = bt_cfg.user_agent;
+	o.dns = dns;
 	h->state = ING_CONNECTING;
 	h->ws = bt_ws_connect(base, url, &cbs, h, &o);
 	if (!h->ws) {
@@ -341,8 +375,8 @@ int main(int argc, char **argv)
 	bt_proc_init(BT_ROLE_INGEST, argc, argv, "baton-ingest: subscribes to upstream firehoses (started by baton)");
 	srandom((unsigned)getpid() ^ (unsigned)bt_now_ms());
 	base = event_base_new();
-	if (!base)
-		bt_die_config("cannot create the event loop");
+	if (!base || !(dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS)))
+		bt_die_config("cannot create the event loop or the DNS resolver");
 	bt_params_ipc("store", store_ep, sizeof store_ep);
 	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
 	event_add(ev_beat, &(struct timeval){ 0, 200000 });

@@ -100,6 +100,9 @@ static void start_stage(struct sup_stage *s)
 		return;
 	}
 	if (pid == 0) {
+		/* Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops the
+		   stages in order with SIGTERM (they also get SIGTERM if it dies: PDEATHSIG). */
+		setpgid(0, 0);
 		setenv("BATON_INDEX", idx, 1);
 		sigset_t none;
 		sigemptyset(&none);

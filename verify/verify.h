@@ -17,7 +17,7 @@ struct bt_db;
 
 /* A frame read from the input ring and not yet answered with a verdict in the output ring. */
 struct vfy_job {
-	uint64_t end_pos;                 /* input ring position after this record */
+	uint64_t start_pos, end_pos;      /* input ring positions of this record */
 	const struct bt_rec_frame *fr;    /* in the input ring: valid until released */
 	const uint8_t *frame;
 	uint32_t next;                    /* next job waiting on the same DID, or VFY_NONE */

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define JOBS 65536u             /* frames read but not answered, at most */
 #define TURN 512                /* frames per loop turn, so callbacks interleave */
@@ -69,6 +70,45 @@ struct ovf {
 static struct ovf *ovf_head, *ovf_tail;
 
 enum run { RUN_DONE, RUN_WAIT };
+
+/* The frame being processed, in the stats page (outlives a crash).  Positions start at 0, so
+   the marker stores pos + 1. */
+static void mark(uint64_t start_pos)
+{
+	atomic_store_explicit(&bt_proc.stats->cur_pos, start_pos + 1, memory_order_relaxed);
+}
+
+static void unmark(void)
+{
+	atomic_store_explicit(&bt_proc.stats->cur_pos, 0, memory_order_relaxed);
+}
+
+/* At start: did the previous incarnation die inside a frame?  Twice on the same one means
+   that frame is poison: it will be quarantined instead of crashing us a third time. */
+static void crash_check(void)
+{
+	struct bt_stats_page *st = bt_proc.stats;
+	uint64_t cur = atomic_load(&st->cur_pos);
+	if (!cur)
+		return;
+	if (st->crash_pos == cur) {
+		st->crash_count++;
+	} else {
+		st->crash_pos = cur;
+		st->crash_count = 1;
+	}
+	BT_WARN("the previous verify[%d] died processing the frame at ring position %llu (%u time%s)",
+		bt_proc.index, (unsigned long long)(cur - 1), st->crash_count, st->crash_count > 1 ? "s" : "");
+	unmark();
+}
+
+static bool is_poison(uint64_t start_pos)
+{
+	return bt_proc.stats->crash_count >= 2 && bt_proc.stats->crash_pos == start_pos + 1;
+}
+
+/* Keep the frame for inspection under RELAY_DATA_DIR/quarantine and drop it. */
+static void quarantine(uint32_t j);
 
 struct vfy_job *vfy_job(uint32_t j)
 {
@@ -332,6 +372,11 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 static enum run run_job(uint32_t j, struct vfy_did *d)
 {
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
+	if (bt_cfg.fault_crash_did[0] && strlen(bt_cfg.fault_crash_did) == d->did_len &&
+	    !memcmp(bt_cfg.fault_crash_did, d->did, d->did_len)) {
+		BT_ERR("fault injection: crashing on a frame of %s", bt_cfg.fault_crash_did);
+		abort();
+	}
 	switch (msg.type) {
 	case BT_FH_COMMIT:
 	case BT_FH_SYNC:
@@ -375,9 +420,14 @@ void vfy_resume(struct vfy_did *d)
 {
 	while (d->wait_head != VFY_NONE) {
 		uint32_t j = d->wait_head;
-		if (decode_job(j, NULL) < 0) {
+		enum run r = RUN_DONE;
+		mark(vfy_job(j)->start_pos);
+		if (decode_job(j, NULL) < 0)
 			drop(j, NULL, BT_DROP_BAD_FRAME, "decode");
-		} else if (run_job(j, d) == RUN_WAIT) {
+		else
+			r = run_job(j, d);
+		unmark();
+		if (r == RUN_WAIT) {
 			/* j stays at the head.  vfy_resolve may fail at once and resume d itself. */
 			if (d->ist != VI_RESOLVING)
 				vfy_resolve(d);
@@ -460,6 +510,25 @@ void vfy_resolve(struct vfy_did *d)
 	bt_stat_add(bt_proc.stats, BT_STAT_RESOLVES, 1);
 }
 
+static void quarantine(uint32_t j)
+{
+	const struct bt_rec_frame *fr = vfy_job(j)->fr;
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	snprintf(dir, sizeof dir, "%s/quarantine", bt_cfg.data_dir);
+	mkdir(dir, 0755);
+	snprintf(path, sizeof path, "%s/host%u-seq%llu.frame", dir, fr->host_id, (unsigned long long)fr->useq);
+	FILE *f = fopen(path, "wb");
+	if (f) {
+		fwrite(vfy_job(j)->frame, 1, fr->frame_len, f);
+		fclose(f);
+	}
+	BT_ERR("quarantined the frame at ring position %llu (host %u, upstream seq %llu) as %s",
+	       (unsigned long long)vfy_job(j)->start_pos, fr->host_id, (unsigned long long)fr->useq, path);
+	bt_stat_add(bt_proc.stats, BT_STAT_QUARANTINED, 1);
+	bt_proc.stats->crash_count = 0;
+	drop(j, NULL, BT_DROP_QUARANTINED, "crashed verify twice");
+}
+
 /* ---- the input side ---- */
 
 static void read_input(evutil_socket_t fd, short what, void *arg)
@@ -478,6 +547,7 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		uint32_t j = jtail;
 		struct vfy_job *job = vfy_job(j);
 		memset(job, 0, sizeof *job);
+		job->start_pos = rpos;
 		job->end_pos = pos;
 		job->next = VFY_NONE;
 		if (type != BT_REC_FRAME || len < sizeof *fr || len - sizeof *fr < fr->frame_len ||
@@ -503,11 +573,18 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 			drop(j, NULL, BT_DROP_BAD_FRAME, why ? why : "no did");
 			continue;
 		}
+		if (is_poison(job->start_pos)) {
+			quarantine(j);
+			continue;
+		}
 		if (d->wait_head != VFY_NONE) {
 			vfy_did_wait(d, j); /* behind an earlier frame of the same DID */
 			continue;
 		}
-		if (run_job(j, d) == RUN_WAIT) {
+		mark(job->start_pos);
+		enum run r = run_job(j, d);
+		unmark();
+		if (r == RUN_WAIT) {
 			vfy_did_wait(d, j);
 			vfy_resolve(d);
 		}
@@ -561,6 +638,7 @@ int main(int argc, char **argv)
 	in = bt_shm_ring(bt_proc.shm, bt_pipe_ring_in(bt_proc.index));
 	out = bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(bt_proc.K, bt_proc.index));
 	rpos = bt_ring_tail(in); /* frames a predecessor read but did not answer come again */
+	crash_check();
 	base = event_base_new();
 	struct bt_fetch_opts fo = { .max_conns = (int)bt_cfg.resolve_concurrency, .timeout_ms = 10000,
 				    .max_body = 256 * 1024, .user_agent = bt_cfg.user_agent };

@@ -34,7 +34,17 @@ for (let i = 0; i < args.length; i++) {
 }
 buildDir = path.resolve(buildDir ?? path.join(repoRoot, 'build'))
 
-const SCENARIO_TIMEOUT_MS = { selftest: 90000, basic: 75000, kill: 110000 }
+const SCENARIO_TIMEOUT_MS = {
+  selftest: 90000,
+  basic: 75000,
+  kill: 110000,
+  inversion: 60000,
+  health: 75000,
+  resolver: 90000,
+  oldcursor: 75000,
+  revive: 75000,
+}
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 170) * 1000
 
 let passed = 0
@@ -95,7 +105,7 @@ async function runScenario(mod) {
   }
 }
 
-const names = selftest ? ['selftest'] : only ? [only] : ['basic', 'kill']
+const names = selftest ? ['selftest'] : only ? [only] : DEFAULT_SCENARIOS
 for (const n of names) {
   const mod = await import(`./scenarios/${n}.mjs`)
   await runScenario(mod)

@@ -534,6 +534,12 @@ static void ka_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 	srv_forget(ws);
 }
 
+static struct bt_ws *ka_cli;
+static void ka_cli_close(struct bt_ws *ws, int code, const char *reason, void *arg)
+{
+	ka_cli = NULL;
+}
+
 static void *t_deaf(void *a)
 {
 	/* upgrades, then never reads: pings go unanswered */
@@ -559,12 +565,12 @@ static void test_keepalive(void)
 	srv_opts = (struct bt_ws_opts){.ping_interval_s = 1, .idle_timeout_s = 2};
 	nsrv = 0;
 	ka_closed = 0;
-	struct bt_ws_cbs cc = {NULL, NULL, NULL, NULL};
+	struct bt_ws_cbs cc = {NULL, NULL, ka_cli_close, NULL};
 	char url[64];
 	snprintf(url, sizeof url, "ws://127.0.0.1:%d/ws", hport);
 	/* a bt_ws client that never sends data: its automatic pongs keep it alive */
-	struct bt_ws *c = bt_ws_connect(base, url, &cc, NULL, &(struct bt_ws_opts){0});
-	CHECK(c != NULL);
+	ka_cli = bt_ws_connect(base, url, &cc, NULL, &(struct bt_ws_opts){0});
+	CHECK(ka_cli != NULL);
 	struct event *k = evtimer_new(base, ka_stop, NULL);
 	add_tv(k, 4, 0);
 	atomic_store(&done, 0);
@@ -582,7 +588,9 @@ static void test_keepalive(void)
 	event_free(k);
 	CHECKF(ka_closed == 1 && ka_code == 1006, "closed %d code %d", ka_closed, ka_code);
 	/* teardown with the client's and server's timers pending */
-	bt_ws_close(c, 1000, "bye");
+	CHECK(ka_cli != NULL);
+	if (ka_cli)
+		bt_ws_close(ka_cli, 1000, "bye");
 	for (int i = 0; i < 200 && ka_closed < 2; i++)
 		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(1000);
 	CHECK(ka_closed == 2);
@@ -594,6 +602,8 @@ static int mm_cli_code, mm_srv_code, mm_done, mm_status;
 static void mm_srv_close(struct bt_ws *ws, int code, const char *r, void *a)
 {
 	mm_srv_code = code;
+	if (getenv("BT_DEBUG"))
+		fprintf(stderr, "server close %d %s\n", code, r);
 	srv_forget(ws);
 }
 static void mm_cli_open(struct bt_ws *ws, void *a)
@@ -604,6 +614,8 @@ static void mm_cli_open(struct bt_ws *ws, void *a)
 static void mm_cli_close(struct bt_ws *ws, int code, const char *r, void *a)
 {
 	mm_cli_code = code;
+	if (getenv("BT_DEBUG"))
+		fprintf(stderr, "client close %d %s status %d\n", code, r, bt_ws_http_status(ws));
 	mm_status = bt_ws_http_status(ws);
 	mm_done = 1;
 	atomic_store(&done, 1);

@@ -153,6 +153,29 @@ export class Baton {
     throw new Error(`/_health not 200 after ${timeoutMs} ms (last: ${last}; log: ${this.logPath})`)
   }
 
+  // GET /_health once; resolves to { status, body } (status 0 if no answer).
+  async health(timeoutMs = 2000) {
+    try {
+      const res = await fetch(`${this.httpUrl}/_health`, { signal: AbortSignal.timeout(timeoutMs) })
+      const text = await res.text()
+      let body = text
+      try {
+        body = JSON.parse(text)
+      } catch {}
+      return { status: res.status, body }
+    } catch (err) {
+      return { status: 0, body: err.cause?.code ?? err.message }
+    }
+  }
+
+  // Sums `kind` ('counters' or 'drops') entry `key` over the stages of
+  // `role` in a status object (missing entries count as 0).
+  static sum(st, role, kind, key) {
+    let n = 0
+    for (const s of st?.stages || []) if (s.role === role) n += Number(s[kind]?.[key] ?? 0)
+    return n
+  }
+
   // POSTs requestCrawl; resolves to { status, body } (body parsed if JSON).
   async requestCrawl(hostname) {
     const res = await fetch(`${this.httpUrl}/xrpc/com.atproto.sync.requestCrawl`, {

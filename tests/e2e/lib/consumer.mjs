@@ -228,6 +228,17 @@ export class Consumer {
     for (const fn of this.listeners) fn(ev)
   }
 
+  // Stops reading the socket for ms milliseconds (a slow consumer: the
+  // relay's sends back up into the TCP buffers), then reads again.
+  // Resolves when reading has resumed.
+  async pause(ms) {
+    const ws = this.ws
+    if (!ws || ws.readyState !== WebSocket.OPEN) throw new Error(`${this.name}: not open, cannot pause`)
+    ws.pause()
+    await new Promise((r) => setTimeout(r, ms))
+    if (ws.readyState === WebSocket.OPEN) ws.resume()
+  }
+
   // Resolves when pred(this) is true; rejects after timeoutMs.
   async waitFor(pred, timeoutMs = 10000, what = 'condition') {
     const end = Date.now() + timeoutMs

@@ -17,7 +17,10 @@
 //   ops with cid/prev; prevData = previous MST root; since = previous rev;
 //   rev = TID; time. #identity, #account and #sync events are emitted on
 //   demand, and so are forged commits (signed with the wrong key; rev not
-//   after the account's current rev), which are never applied to the repo.
+//   after the account's current rev; correctly signed but whose ops do not
+//   invert to prevData), which are never applied to the repo. stop() and
+//   start(samePort) simulate a PDS that goes away and comes back with its
+//   event log intact.
 //
 //   `sent` lists every emitted event with its verdict (`valid` true/false and
 //   `kind`) so scenarios can check what a relay forwarded.
@@ -237,14 +240,15 @@ export class PdsSim {
   // Creates an account: keyType 'k256' | 'p256'. Registers the DID in the PLC
   // and (unless opts.quiet) emits #identity, #account(active) and the genesis
   // event: a #commit (opts.genesis 'commit', the default) or a #sync.
-  async createAccount({ keyType = 'k256', handle, genesis = 'commit', quiet = false } = {}) {
+  // opts.register false: the DID is never put in the PLC (it resolves to 404).
+  async createAccount({ keyType = 'k256', handle, genesis = 'commit', quiet = false, register = true } = {}) {
     const keypair =
       keyType === 'p256'
         ? await P256Keypair.create({ exportable: true })
         : await Secp256k1Keypair.create({ exportable: true })
     const did = randomPlcDid()
     handle = handle ?? `${did.slice(8, 16)}.test`
-    this.plc.register(did, { signingKey: keypair.did(), pds: this.endpoint, handle })
+    if (register) this.plc.register(did, { signingKey: keypair.did(), pds: this.endpoint, handle })
     const storage = new MemoryBlockstore()
     const init = await Repo.formatInitCommit(storage, did, keypair, [])
     const repo = await Repo.createFromCommit(storage, init)
@@ -434,6 +438,41 @@ export class PdsSim {
         commit: commitCid.toString(),
         valid: false,
         kind: 'revback',
+        blocksHash: sha256hex(blocks),
+      })
+      return this.sent[this.sent.length - 1]
+    })
+  }
+
+  // Emits a correctly signed, well-formed commit (new rev, blocks with every
+  // proof) that fails the Sync 1.1 inversion; never applied. mode
+  // 'prevData': prevData names some other MST root; 'omitOp': two writes are
+  // made but only the first is listed in ops. Resolves to its metadata.
+  forgeBadInversion(acct, mode = 'prevData') {
+    return this.#serial(acct, async () => {
+      let writes = this.#randomWrites(acct, 2)
+      if (mode === 'omitOp') {
+        // Two creates, so the omitted change is certainly visible in the MST.
+        writes = writes.map((w) => {
+          if (w.action === 'create') return w
+          const collection = COLLECTIONS[0]
+          const rkey = TID.nextStr()
+          return { action: 'create', collection, rkey, record: recordFor(collection, rkey) }
+        })
+      }
+      const cd = await acct.repo.formatCommit(writes, acct.keypair)
+      const { body, blocks } = await this.#commitBody(acct, cd, writes, cd.rev)
+      if (mode === 'omitOp') {
+        body.ops = body.ops.slice(0, 1)
+      } else {
+        body.prevData = await cidForCbor(cborEncode({ e2e: 'not a previous MST root', n: crypto.randomBytes(8) }))
+      }
+      this.#emit('#commit', body, {
+        did: acct.did,
+        rev: cd.rev,
+        commit: cd.cid.toString(),
+        valid: false,
+        kind: 'badinv',
         blocksHash: sha256hex(blocks),
       })
       return this.sent[this.sent.length - 1]

@@ -7,7 +7,9 @@
 //   verification method, a `#atproto_pds` service and `alsoKnownAs`.
 //   Unknown DIDs get 404. Documents can be changed at any time (key rotation,
 //   handle change, PDS move); every request is counted per DID so tests can
-//   see that the relay resolved (or re-resolved) an identity.
+//   see that the relay resolved (or re-resolved) an identity. `mode` makes the
+//   directory misbehave: 'ok' (default), '503' (every request answers 503),
+//   'drop' (every connection is destroyed without an answer).
 // DIAGNOSTICS
 //   start() rejects if the port cannot be bound. Requests for unknown DIDs
 //   answer 404 `{"message":"DID not registered: <did>"}` like the real
@@ -33,7 +35,9 @@ export class FakePlc {
     this.server = null
     this.port = 0
     this.url = ''
-    this.unavailable = false
+    this.unavailable = false // same as mode '503' (kept for older scenarios)
+    this.mode = 'ok'
+    this.sockets = new Set()
   }
 
   // Starts listening on 127.0.0.1:<random>; resolves to the base URL.
@@ -42,6 +46,10 @@ export class FakePlc {
     // Keep idle keep-alive connections long: a short server-side timeout races
     // clients that reuse a socket just as it is closed ("fetch failed").
     this.server.keepAliveTimeout = 120000
+    this.server.on('connection', (sock) => {
+      this.sockets.add(sock)
+      sock.once('close', () => this.sockets.delete(sock))
+    })
     await new Promise((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(0, '127.0.0.1', resolve)
@@ -63,6 +71,20 @@ export class FakePlc {
   register(did, { signingKey, pds, handle }) {
     const mb = signingKey.startsWith('did:key:') ? signingKey.slice(8) : signingKey
     this.docs.set(did, { publicKeyMultibase: mb, pds, handle: handle ?? null })
+  }
+
+  // Makes the directory answer normally ('ok'), 503 ('503') or drop every
+  // connection ('drop'); open keep-alive connections are cut on a change.
+  setMode(mode) {
+    this.mode = mode
+    for (const sock of this.sockets) sock.destroy()
+  }
+
+  // Total requests received (all DIDs).
+  totalRequests() {
+    let n = 0
+    for (const v of this.requests.values()) n += v
+    return n
   }
 
   // Changes some fields of a registered DID's document.
@@ -112,7 +134,11 @@ export class FakePlc {
     const path = decodeURIComponent((req.url || '/').split('?')[0])
     const did = path.slice(1)
     this.requests.set(did, (this.requests.get(did) || 0) + 1)
-    if (this.unavailable) {
+    if (this.mode === 'drop') {
+      req.socket.destroy()
+      return
+    }
+    if (this.unavailable || this.mode === '503') {
       res.writeHead(503, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ message: 'unavailable' }))
       return

@@ -43,6 +43,11 @@ export async function run(checks, ctx) {
     accounts.some((a) => a.acct.keyType === 'k256') && accounts.some((a) => a.acct.keyType === 'p256'),
   )
   const counts = await drive(accounts, { count: 160, ratePerSec: 2000 })
+  for (let i = 0; i < 4; i++) {
+    await pds.forgeBadInversion(accounts[i].acct, i % 2 === 0 ? 'prevData' : 'omitOp')
+    await pds.write(accounts[i].acct)
+  }
+  counts.badinv = 4
   await pds.idle()
   checks.ok('forged events were emitted', counts.badsig > 0 && counts.revback > 0, JSON.stringify(counts))
 
@@ -70,7 +75,7 @@ export async function run(checks, ctx) {
     if (r.ok !== sent.valid) {
       mismatches.push(`seq ${ev.seq} (${sent.kind}): verifier says ${r.ok ? 'valid' : r.reason}`)
     } else if (!r.ok) {
-      const expect = sent.kind === 'badsig' ? /signature/ : /rev not after/
+      const expect = sent.kind === 'badsig' ? /signature/ : sent.kind === 'badinv' ? /prevData/ : /rev not after/
       if (!expect.test(r.reason)) mismatches.push(`seq ${ev.seq} (${sent.kind}) rejected for: ${r.reason}`)
     }
   }
@@ -164,5 +169,5 @@ export async function run(checks, ctx) {
     }
   }
   checks.none('getRepo CARs verify and match the emitted head', repoProblems)
-  checks.ok('forged events are all labelled', forgedEvents([pds]).length === counts.badsig + counts.revback)
+  checks.ok('forged events are all labelled', forgedEvents([pds]).length === counts.badsig + counts.revback + counts.badinv)
 }
