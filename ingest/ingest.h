@@ -36,7 +36,6 @@ struct ing_host {
 struct bt_ctl_req;
 void ing_crawl_init(struct event_base *base);
 void ing_crawl_request(struct bt_ctl_req *req, const char *hostname);
-int  ing_normalize_host(const char *in, char *out, size_t cap, bool *insecure, const char **why);
 
 /* ingest_main.c */
 struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor);

@@ -13,6 +13,7 @@
  */
 #include "bt_ctl.h"
 #include "bt_fetch.h"
+#include "bt_host.h"
 #include "bt_log.h"
 #include "bt_proc.h"
 #include "ingest.h"
@@ -24,7 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct bt_fetch *probe;
+static struct bt_fetch *probe;       /* public hosts: public addresses on 80/443 only (SSRF) */
+static struct bt_fetch *probe_local; /* localhost:PORT hosts, only with RELAY_ALLOW_INSECURE_HOSTS */
 static char store_ep[600];
 static unsigned new_today;
 static uint64_t day_start_ms;
@@ -38,71 +40,11 @@ struct crawl {
 void ing_crawl_init(struct event_base *base)
 {
 	struct bt_fetch_opts o = { .max_conns = 16, .timeout_ms = 10000, .max_body = 64 * 1024,
-				   .user_agent = bt_cfg.user_agent };
+				   .user_agent = bt_cfg.user_agent, .public_only = true };
 	probe = bt_fetch_new(base, &o);
+	o.public_only = false;
+	probe_local = bt_cfg.allow_insecure_hosts ? bt_fetch_new(base, &o) : NULL;
 	bt_params_ipc("store", store_ep, sizeof store_ep);
-}
-
-int ing_normalize_host(const char *in, char *out, size_t cap, bool *insecure, const char **why)
-{
-	const char *w = NULL;
-	if (!in || !*in)
-		w = "empty hostname";
-	const char *p = in;
-	if (!w) {
-		if (!strncasecmp(p, "https://", 8))
-			p += 8;
-		else if (!strncasecmp(p, "http://", 7))
-			p += 7;
-		else if (!strncasecmp(p, "wss://", 6))
-			p += 6;
-		else if (!strncasecmp(p, "ws://", 5))
-			p += 5;
-	}
-	size_t n = 0;
-	while (!w && p[n] && p[n] != '/' && p[n] != '?')
-		n++;
-	if (!w && (n == 0 || n >= cap || n >= BT_HOST_MAX))
-		w = "bad hostname length";
-	if (!w) {
-		for (size_t i = 0; i < n; i++)
-			out[i] = (char)tolower((unsigned char)p[i]);
-		out[n] = 0;
-		for (size_t i = 0; i < n && !w; i++)
-			if (!isalnum((unsigned char)out[i]) && out[i] != '.' && out[i] != '-' && out[i] != ':')
-				w = "hostname has invalid characters";
-	}
-	*insecure = false;
-	if (!w) {
-		char *colon = strchr(out, ':');
-		if (colon) {
-			if (strncmp(out, "localhost:", 10) != 0)
-				w = "a port is only allowed for localhost";
-			else if (!bt_cfg.allow_insecure_hosts)
-				w = "localhost is not allowed (RELAY_ALLOW_INSECURE_HOSTS)";
-			else {
-				char *end;
-				long port = strtol(colon + 1, &end, 10);
-				if (*end || port < 1 || port > 65535)
-					w = "bad port";
-				*insecure = true;
-			}
-		} else {
-			struct in_addr a4;
-			if (!strcmp(out, "localhost"))
-				w = "localhost needs a port";
-			else if (inet_pton(AF_INET, out, &a4) == 1)
-				w = "IP addresses are not accepted";
-			else if (!strchr(out, '.'))
-				w = "hostname needs a domain";
-		}
-	}
-	if (w) {
-		if (why)
-			*why = w;
-		return -1;
-	}
-	return 0;
 }
 
 static void finish(struct crawl *c, int status, const char *error, const char *message)
@@ -171,7 +113,7 @@ void ing_crawl_request(struct bt_ctl_req *req, const char *hostname)
 	}
 	c->req = req;
 	const char *why = NULL;
-	if (ing_normalize_host(hostname, c->host, sizeof c->host, &c->insecure, &why) < 0) {
+	if (bt_host_normalize(hostname, bt_cfg.allow_insecure_hosts, c->host, sizeof c->host, &c->insecure, &why) < 0) {
 		snprintf(c->host, sizeof c->host, "%s", hostname ? hostname : "");
 		finish(c, 400, "InvalidRequest", why);
 		return;
@@ -197,6 +139,6 @@ void ing_crawl_request(struct bt_ctl_req *req, const char *hostname)
 			 strchr(c->host, ':') + 1);
 	else
 		snprintf(url, sizeof url, "https://%s/xrpc/com.atproto.server.describeServer", c->host);
-	if (bt_fetch_get(probe, url, on_probe, c) < 0)
+	if (bt_fetch_get(c->insecure ? probe_local : probe, url, on_probe, c) < 0)
 		finish(c, 503, "ServiceUnavailable", "probe could not start");
 }

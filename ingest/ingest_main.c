@@ -19,7 +19,9 @@
  *	Undecodable frames drop the connection (counted as bad_frames); #info frames are logged.
  */
 #include "bt_ctl.h"
+#include "bt_fetch.h"
 #include "bt_fh.h"
+#include "bt_host.h"
 #include "bt_log.h"
 #include "bt_proc.h"
 #include "bt_shm.h"
@@ -28,6 +30,7 @@
 
 #include <errno.h>
 #include <event2/dns.h>
+#include <openssl/ssl.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +40,14 @@
 
 static struct event_base *base;
 static struct evdns_base *dns; /* one resolver for every upstream */
+static SSL_CTX *tls;            /* one verifying TLS context for every upstream */
+
+/* SSRF guard: a public host must resolve to a public address (checked after DNS, before a
+   byte is sent).  Only explicitly allowed localhost:PORT hosts skip it. */
+static int public_only(const struct sockaddr *sa, int salen, void *arg)
+{
+	return bt_addr_public(sa) ? 0 : -1;
+}
 static struct ing_host **hosts;
 static size_t n_hosts;
 static struct event *ev_beat, *ev_retry;
@@ -268,6 +279,9 @@ static void connect_host(struct ing_host *h)
 	o.idle_timeout_s = 300;
 	o.user_agent = bt_cfg.user_agent;
 	o.dns = dns;
+	o.ssl_ctx = tls;
+	if (!h->insecure)
+		o.addr_check = public_only;
 	h->state = ING_CONNECTING;
 	h->ws = bt_ws_connect(base, url, &cbs, h, &o);
 	if (!h->ws) {
@@ -328,7 +342,7 @@ static void load_hosts(void)
 			continue;
 		char norm[BT_HOST_MAX];
 		bool insecure;
-		if (ing_normalize_host(name, norm, sizeof norm, &insecure, NULL) < 0)
+		if (bt_host_normalize(name, bt_cfg.allow_insecure_hosts, norm, sizeof norm, &insecure, NULL) < 0)
 			continue;
 		uint64_t cur = (uint64_t)json_integer_value(json_object_get(it, "cursor"));
 		struct ing_host *h = ing_host_add((uint32_t)json_integer_value(json_object_get(it, "id")), norm,
@@ -377,6 +391,9 @@ int main(int argc, char **argv)
 	base = event_base_new();
 	if (!base || !(dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS)))
 		bt_die_config("cannot create the event loop or the DNS resolver");
+	if (!(tls = SSL_CTX_new(TLS_client_method())) || SSL_CTX_set_default_verify_paths(tls) != 1)
+		bt_die_config("cannot set up TLS");
+	SSL_CTX_set_verify(tls, SSL_VERIFY_PEER, NULL);
 	bt_params_ipc("store", store_ep, sizeof store_ep);
 	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
 	event_add(ev_beat, &(struct timeval){ 0, 200000 });

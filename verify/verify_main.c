@@ -50,7 +50,8 @@
 struct bt_db *vfy_db;
 static struct event_base *base;
 static struct bt_ring *in, *out;
-static struct bt_fetch *fetch;
+static struct bt_fetch *fetch;     /* did:plc: the operator's RELAY_PLC_HOST, wherever it is */
+static struct bt_fetch *fetch_web; /* did:web: public addresses on 80/443 only (SSRF), unless insecure hosts are allowed */
 static struct vfy_job jobs[JOBS];
 static uint32_t jhead, jtail;    /* jobs[jhead..jtail) are in flight, oldest first */
 static uint64_t rpos;            /* next input record to read */
@@ -500,8 +501,9 @@ void vfy_resolve(struct vfy_did *d)
 	memcpy(did, d->did, d->did_len);
 	did[d->did_len] = 0;
 	d->ist = VI_RESOLVING;
+	struct bt_fetch *f = strncmp(did, "did:web:", 8) == 0 ? fetch_web : fetch;
 	if (bt_did_resolve_url(did, bt_cfg.plc_host, url, sizeof url) < 0 ||
-	    bt_fetch_get(fetch, url, on_resolved, d) < 0) {
+	    bt_fetch_get(f, url, on_resolved, d) < 0) {
 		d->ist = VI_FAILED;
 		d->id_expires_ms = bt_now_ms() + 60000;
 		vfy_resume(d);
@@ -643,7 +645,9 @@ int main(int argc, char **argv)
 	struct bt_fetch_opts fo = { .max_conns = (int)bt_cfg.resolve_concurrency, .timeout_ms = 10000,
 				    .max_body = 256 * 1024, .user_agent = bt_cfg.user_agent };
 	fetch = bt_fetch_new(base, &fo);
-	if (!base || !fetch)
+	fo.public_only = !bt_cfg.allow_insecure_hosts;
+	fetch_web = bt_fetch_new(base, &fo);
+	if (!base || !fetch || !fetch_web)
 		bt_die_config("cannot set up the event loop");
 	vfy_cache_init((size_t)bt_cfg.identity_cache_size);
 	bt_car_init(&car, 0);
@@ -656,6 +660,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(base);
 	bt_bell_watch_free(&watch);
 	bt_fetch_free(&fetch);
+	bt_fetch_free(&fetch_web);
 	event_free(ev_read);
 	event_free(ev_retry);
 	event_free(ev_beat);

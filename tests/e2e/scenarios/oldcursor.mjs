@@ -76,10 +76,12 @@ export async function run(checks, ctx) {
   const valid = validRepoEvents(pdses)
   const forged = forgedEvents(pdses)
   const all = [ref, slow, ...late.map((l) => l.c)]
+  const tWait = Date.now()
   await Promise.allSettled(all.map((c) => c.waitFor((x) => hasAll(x, valid), 30000, 'every valid event')))
   await Promise.allSettled(all.map((c) => c.waitFor((x) => x.lastSeq === ref.lastSeq, 5000, 'the head')))
+  const waited = Date.now() - tWait
   await sleep(1000)
-  console.log(`# oldcursor: ${valid.length} valid, ${forged.length} forged sent; head seq ${ref.lastSeq}`)
+  console.log(`# oldcursor: ${valid.length} valid, ${forged.length} forged sent; head seq ${ref.lastSeq}; drained in ${waited} ms`)
 
   checks.none('reference: frames canonical, lexicon-valid, seq strictly increasing', ref.errors)
   checks.none('reference: every valid event exactly once, per-DID order, no forged', compareDelivery(ref, valid, forged))

@@ -1,0 +1,82 @@
+/*
+ * NAME
+ *	bt_host - the hostname policy of requestCrawl and configured hosts
+ * DESCRIPTION
+ *	Used by ingest before it probes or stores a host.  Lower-cases, strips a scheme and any
+ *	path, refuses IP literals (v4 and v6), bare names without a domain, and ports — except
+ *	localhost:PORT when insecure hosts are allowed (local testing), which is then plain ws.
+ * DIAGNOSTICS
+ *	-1 with *why set to a static reason.
+ */
+#include "bt_host.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int bt_host_normalize(const char *in, bool allow_insecure, char *out, size_t cap, bool *insecure, const char **why)
+{
+	const char *w = NULL;
+	if (!in || !*in)
+		w = "empty hostname";
+	const char *p = in;
+	if (!w) {
+		if (!strncasecmp(p, "https://", 8))
+			p += 8;
+		else if (!strncasecmp(p, "http://", 7))
+			p += 7;
+		else if (!strncasecmp(p, "wss://", 6))
+			p += 6;
+		else if (!strncasecmp(p, "ws://", 5))
+			p += 5;
+	}
+	size_t n = 0;
+	while (!w && p[n] && p[n] != '/' && p[n] != '?')
+		n++;
+	if (!w && (n == 0 || n >= cap || n >= 256))
+		w = "bad hostname length";
+	if (!w) {
+		for (size_t i = 0; i < n; i++)
+			out[i] = (char)tolower((unsigned char)p[i]);
+		out[n] = 0;
+		for (size_t i = 0; i < n && !w; i++)
+			if (!isalnum((unsigned char)out[i]) && out[i] != '.' && out[i] != '-' && out[i] != ':')
+				w = "hostname has invalid characters";
+	}
+	*insecure = false;
+	if (!w) {
+		char *colon = strchr(out, ':');
+		if (colon) {
+			if (strncmp(out, "localhost:", 10) != 0)
+				w = "a port is only allowed for localhost";
+			else if (!allow_insecure)
+				w = "localhost is not allowed (RELAY_ALLOW_INSECURE_HOSTS)";
+			else {
+				char *end;
+				long port = strtol(colon + 1, &end, 10);
+				if (*end || port < 1 || port > 65535)
+					w = "bad port";
+				*insecure = true;
+			}
+		} else {
+			struct in_addr a4;
+			if (strchr(out, '[') || strchr(out, ']'))
+				w = "IP addresses are not accepted";
+			else if (!strcmp(out, "localhost"))
+				w = "localhost needs a port";
+			else if (inet_pton(AF_INET, out, &a4) == 1)
+				w = "IP addresses are not accepted";
+			else if (!strchr(out, '.'))
+				w = "hostname needs a domain";
+		}
+	}
+	if (w) {
+		if (why)
+			*why = w;
+		return -1;
+	}
+	return 0;
+}
+

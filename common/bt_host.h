@@ -1,0 +1,13 @@
+/*
+ * NAME
+ *	bt_host - the hostname policy of requestCrawl (see bt_host.c)
+ */
+#ifndef BT_HOST_H
+#define BT_HOST_H
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Normalise a requested hostname into out ("host" or "localhost:PORT"); *insecure is set for
+   localhost:PORT.  Returns 0, or -1 with *why (may be NULL) set to a static reason. */
+int bt_host_normalize(const char *in, bool allow_insecure, char *out, size_t cap, bool *insecure, const char **why);
+#endif

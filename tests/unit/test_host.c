@@ -1,0 +1,54 @@
+/* Unit test of the requestCrawl hostname policy (common/bt_host.c). */
+#include "bt_host.h"
+#include "bt_test.h"
+
+static void ok(const char *in, bool insecure_allowed, const char *want, bool want_insecure)
+{
+	char out[256];
+	bool ins = !want_insecure;
+	const char *why = NULL;
+	int rc = bt_host_normalize(in, insecure_allowed, out, sizeof out, &ins, &why);
+	CHECKF(rc == 0 && !strcmp(out, want) && ins == want_insecure, "%s -> rc %d '%s' (%s)", in, rc,
+	       rc == 0 ? out : "", why ? why : "");
+}
+
+static void refused(const char *in, bool insecure_allowed)
+{
+	char out[256];
+	bool ins;
+	const char *why = NULL;
+	int rc = bt_host_normalize(in, insecure_allowed, out, sizeof out, &ins, &why);
+	CHECKF(rc < 0 && why, "%s accepted as '%s'", in, rc == 0 ? out : "");
+}
+
+int main(void)
+{
+	ok("pds.example.com", false, "pds.example.com", false);
+	ok("PDS.Example.COM", false, "pds.example.com", false);
+	ok("https://pds.example.com/", false, "pds.example.com", false);
+	ok("wss://pds.example.com/xrpc/x", false, "pds.example.com", false);
+	ok("morel.us-east.host.bsky.network", false, "morel.us-east.host.bsky.network", false);
+	ok("localhost:2583", true, "localhost:2583", true);
+	ok("http://LOCALHOST:2583", true, "localhost:2583", true);
+	refused("localhost:2583", false);          /* insecure hosts not allowed */
+	refused("localhost", true);                /* needs a port */
+	refused("pds.example.com:8080", true);     /* ports only for localhost */
+	refused("127.0.0.1", true);
+	refused("10.0.0.1", false);
+	refused("[::1]:2583", true);
+	refused("::1", true);
+	refused("localhost:0", true);
+	refused("localhost:70000", true);
+	refused("localhost:12ab", true);
+	refused("intranet", false);                /* no domain */
+	refused("", false);
+	refused(NULL, false);
+	refused("pds.exa mple.com", false);
+	refused("pds.example.com\r\nHost: evil", false);
+	refused("https://", false);
+	char longname[400];
+	memset(longname, 'a', sizeof longname - 5);
+	strcpy(longname + sizeof longname - 5, ".com");
+	refused(longname, false);
+	BT_TEST_END();
+}
