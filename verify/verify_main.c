@@ -533,9 +533,25 @@ static void quarantine(uint32_t j)
 
 /* ---- the input side ---- */
 
+/* Before the first frame: verdicts a predecessor left in the output ring must be committed and
+   visible in our RocksDB view, or a frame could be checked against an older rev than the one
+   the store is about to commit. */
+static bool synced_with_store(void)
+{
+	static bool synced;
+	if (synced)
+		return true;
+	if (!vfy_db || bt_ring_used(out) > 0)
+		return false;
+	if (bt_db_catch_up(vfy_db) < 0)
+		return false;
+	synced = true;
+	return true;
+}
+
 static void read_input(evutil_socket_t fd, short what, void *arg)
 {
-	if (!vfy_db || ovf_head)
+	if (!synced_with_store() || ovf_head)
 		return;
 	int n = 0;
 	while (n < TURN && jtail - jhead < JOBS) {
