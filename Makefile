@@ -13,7 +13,7 @@ LIBS    := -levent -levent_openssl -levent_pthreads -lzmq -lrocksdb -lssl -lcryp
 
 DEB_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
             libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev \
-            clang libclang-rt-14-dev nodejs npm procps
+            clang libclang-rt-14-dev nodejs npm procps curl jq
 
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))
 ROLES      := supervisor ingest verify store fanout

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# NAME
+#	supervisor.sh - the supervisor's contract with real processes
+# DESCRIPTION
+#	--help; a bad parameter exits 2; a stage that exits 2 (fatal configuration: a bad bind
+#	address) stops the whole relay with exit 2 and is not respawned; batonctl status lists
+#	every stage by role; each stage's process name says its role; batonctl restart gives a
+#	stage a new pid; kill -9 of the supervisor takes every stage down (no orphans);
+#	SIGINT stops everything with exit 0.
+set -u
+B=${1:-build}
+B=$(cd "$B" && pwd)
+T=$(mktemp -d /tmp/baton-sup.XXXXXX)
+pass=0 fail=0
+check() { # name condition-exit-code [detail]
+	if [ "$2" -eq 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=$((fail + 1)); echo "not ok - $1 ${3:-}"; fi
+}
+port() { echo $((20000 + RANDOM % 20000)); }
+env_for() { # name
+	echo RELAY_DATA_DIR=$T/$1/data RELAY_SHM_DIR=$T/$1 RELAY_NAME=sup$1$$ RELAY_API_BIND=127.0.0.1:$(port) \
+		RELAY_VERIFY_PROCS=2 RELAY_FANOUT_PROCS=2 RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_RING_MB=32 \
+		RELAY_BCAST_RING_MB=16 RELAY_HEARTBEAT_TIMEOUT=5
+}
+wait_for() { # seconds command...
+	local t=$1; shift
+	for _ in $(seq $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	return 1
+}
+
+"$B/baton" --help >"$T/help" 2>&1
+check "--help exits 0" $?
+grep -q RELAY_PLC_HOST "$T/help" && grep -q RELAY_REPLAY_WINDOW "$T/help"
+check "--help lists the parameters" $?
+
+"$B/baton" --help-markdown | diff -q - <(tail -n +6 "$(dirname "$0")/../../docs/config.md") >/dev/null
+check "docs/config.md matches the parameter table (baton --help-markdown)" $?
+
+env $(env_for a) RELAY_VERIFY_PROCS=notanumber "$B/baton" >"$T/a.log" 2>&1
+check "a bad parameter exits 2" $([ $? -eq 2 ]; echo $?)
+
+env $(env_for b) RELAY_API_BIND=999.1.1.1:1 timeout 30 "$B/baton" >"$T/b.log" 2>&1
+rc=$?
+check "a stage exiting 2 stops the relay with exit 2" $([ $rc -eq 2 ]; echo $?) "(exit $rc)"
+n=$(grep -c "started baton-fanout" "$T/b.log")
+check "a stage exiting 2 is not respawned" $([ "$n" -le 2 ]; echo $?) "($n fanout starts)"
+
+mkdir -p "$T/c"
+env $(env_for c) "$B/baton" >"$T/c.log" 2>&1 &
+sup=$!
+E=$(env_for c)
+ctl() { env $E "$B/batonctl" "$@"; }
+wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
+check "batonctl status: 6 stages running" $?
+roles=$(ctl status | jq -r '[.stages[].role] | sort | join(",")')
+check "status lists every role" $([ "$roles" = "fanout,fanout,ingest,store,verify,verify" ]; echo $?) "($roles)"
+ok=0
+for r in ingest verify store fanout; do
+	pid=$(ctl status | jq -r "[.stages[] | select(.role==\"$r\")][0].pid")
+	comm=$(cat /proc/$pid/comm 2>/dev/null)
+	[ "$comm" = "baton-$r" ] || { ok=1; echo "# pid $pid is '$comm', not baton-$r"; }
+done
+check "each stage's process name says its role" $ok
+old=$(ctl status | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
+ctl restart verify 1 >/dev/null
+wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
+check "batonctl restart verify 1 gives it a new pid" $?
+pids=$(ctl status | jq -r '.stages[].pid')
+kill -INT $sup
+wait $sup
+rc=$?
+check "SIGINT stops the relay with exit 0" $([ $rc -eq 0 ]; echo $?) "(exit $rc)"
+left=0
+for p in $pids; do kill -0 "$p" 2>/dev/null && left=$((left + 1)); done
+check "no stage outlives a clean stop" $([ $left -eq 0 ]; echo $?) "($left left)"
+
+mkdir -p "$T/d"
+E=$(env_for d)
+env $E "$B/baton" >"$T/d.log" 2>&1 &
+sup=$!
+wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
+pids=$(env $E "$B/batonctl" status | jq -r '.stages[].pid')
+kill -9 $sup
+wait $sup 2>/dev/null
+gone() { for p in $pids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+wait_for 15 gone
+check "kill -9 of the supervisor leaves no stage behind" $?
+
+if [ $fail -eq 0 ]; then rm -rf "$T"; else echo "# logs in $T"; fi
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
