@@ -13,7 +13,7 @@ LIBS    := -levent -levent_openssl -levent_pthreads -lzmq -lrocksdb -lssl -lcryp
 
 DEB_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
             libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev \
-            clang libclang-rt-14-dev nodejs npm procps curl jq
+            clang libclang-rt-14-dev procps curl jq
 
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))
 ROLES      := supervisor ingest verify store fanout
@@ -26,6 +26,7 @@ BINS := $(foreach r,$(ROLES),$(BUILD)/$(bin_$(r))) $(BUILD)/batonctl
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(filter-out tools/batonctl.c,$(wildcard tools/*.c)))
 
+SHELL := /bin/bash
 .PHONY: all run test test-only bench fuzz asan fmt deps clean
 all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
 
@@ -56,6 +57,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libbt.a
 # Install what is missing (Debian 12, as root); skip what is present.
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	@if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules ]; then \
@@ -77,12 +80,17 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+# Each target runs FUZZ_SECONDS (default 20) on a copy of its seed corpus (new inputs stay in build/).
 fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined $$f common/*.c \
 	    -o $(BUILD)/fuzz/$$n $(LIBS) -pthread || exit 1; \
-	  echo "== $$n"; $(BUILD)/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-20} -rss_limit_mb=2048 tests/fuzz/corpus/$$n 2>&1 | tail -2 || exit 1; \
+	  rm -rf $(BUILD)/fuzz/corpus-$$n; mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	  cp tests/fuzz/corpus/$$n/* $(BUILD)/fuzz/corpus-$$n/ 2>/dev/null; \
+	  echo "== $$n"; $(BUILD)/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-20} -rss_limit_mb=2048 \
+	    $(BUILD)/fuzz/corpus-$$n 2>&1 | tail -2; \
+	  [ $${PIPESTATUS[0]:-0} -eq 0 ] || exit 1; \
 	done
 
 bench: deps all
