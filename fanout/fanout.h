@@ -4,7 +4,8 @@
  * DESCRIPTION
  *	One fanout process serves the public port (shared with the other N-1 fanouts through
  *	SO_REUSEPORT): subscribeRepos consumers (fanout_sub.c), the XRPC routes and
- *	requestCrawl forwarding (fanout_xrpc.c), /_health and /metrics (fanout_health.c).
+ *	requestCrawl forwarding (fanout_xrpc.c), the sync read queries (fanout_repo.c),
+ *	/_health and /metrics (fanout_health.c).
  *	Everything runs on one libevent loop in one thread, except the requestCrawl workers,
  *	which only ever touch their own job and talk to the loop through pipes.
  *
@@ -26,6 +27,7 @@ struct bt_ring;
 struct bt_db;
 struct bt_http_req;
 struct bt_http_server;
+typedef struct json_t json_t;
 
 /* The process-wide state: one per fanout process, owned by fanout_main.c. */
 struct fan {
@@ -68,6 +70,13 @@ int fan_xrpc_init(void);
 void fan_xrpc_fini(void);
 /* Answers req with a JSON body {"error":..,"message":..} (message may be NULL). */
 void fan_xrpc_error(struct bt_http_req *req, int status, const char *error, const char *message);
+/* Answers req with the JSON value j (takes j: its reference is released). */
+void fan_xrpc_json(struct bt_http_req *req, int status, json_t *j);
+
+/* ---- fanout_repo.c ---- */
+/* Answers the sync read query nsid (listHosts, getHostStatus, listRepos, getRepoStatus,
+   getLatestCommit, getRepo) from the RocksDB view and returns true; false if nsid is not one. */
+bool fan_repo_handle(struct bt_http_req *req, const char *nsid);
 
 /* ---- fanout_health.c ---- */
 /* Samples every stage's progress counter (from the 200 ms timer) for stuck-ring detection. */

@@ -3,7 +3,9 @@
  *	fanout_xrpc - the HTTP routes of the public port and requestCrawl forwarding
  * DESCRIPTION
  *	Routes: subscribeRepos (fanout_sub.c), requestCrawl (forwarded to the ingest process
- *	over ZeroMQ), /_health and /xrpc/_health, /metrics (fanout_health.c), GET / (banner).
+ *	over ZeroMQ), the sync read queries listHosts, getHostStatus, listRepos, getRepoStatus,
+ *	getLatestCommit and getRepo (fanout_repo.c), /_health and /xrpc/_health, /metrics
+ *	(fanout_health.c), GET / (banner).
  *	Other /xrpc/ methods answer 501 MethodNotImplemented, anything else 404 NotFound.
  *	Every answer carries the Server header (set once on the HTTP server).
  *
@@ -54,7 +56,7 @@ static unsigned inflight;
 static char ingest_ep[700];
 static bool workers_started;
 
-static void respond_json(struct bt_http_req *req, int status, json_t *j)
+void fan_xrpc_json(struct bt_http_req *req, int status, json_t *j)
 {
 	char *txt = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
@@ -72,7 +74,7 @@ void fan_xrpc_error(struct bt_http_req *req, int status, const char *error, cons
 	json_object_set_new(j, "error", json_string(error));
 	if (message)
 		json_object_set_new(j, "message", json_string(message));
-	respond_json(req, status, j);
+	fan_xrpc_json(req, status, j);
 }
 
 static void *worker(void *arg)
@@ -190,6 +192,8 @@ void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 		fan_metrics_respond(req);
 	} else if (get && !strcmp(p, "/")) {
 		banner(req);
+	} else if (!strncmp(p, "/xrpc/", 6) && fan_repo_handle(req, p + 6)) {
+		/* answered from the RocksDB view (fanout_repo.c) */
 	} else if (!strncmp(p, "/xrpc/", 6)) {
 		fan_xrpc_error(req, 501, "MethodNotImplemented", "this relay does not serve that method");
 	} else {

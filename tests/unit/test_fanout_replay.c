@@ -337,8 +337,8 @@ static void test_http(void)
 	CHECK(strstr(body, "\"NotFound\"") != NULL);
 	CHECK(strstr(resp, "Server: baton/") != NULL);
 
-	st = http("GET", "/xrpc/com.atproto.sync.listRepos", NULL, resp, sizeof resp, &body);
-	CHECKF(st == 501, "listRepos -> %d", st);
+	st = http("GET", "/xrpc/com.atproto.sync.getBlob", NULL, resp, sizeof resp, &body);
+	CHECKF(st == 501, "getBlob -> %d", st);
 	CHECK(strstr(body, "MethodNotImplemented") != NULL);
 
 	st = http("GET", "/xrpc/com.atproto.sync.subscribeRepos?cursor=abc", NULL, resp, sizeof resp, &body);
