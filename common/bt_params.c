@@ -128,7 +128,7 @@ static void usage(const char *prog, const char *about, bool markdown)
 		       type_name(params[i].type), params[i].def);
 	}
 	printf("  %-28s %-32s %s\n", "--index", "BATON_INDEX",
-	       "which verify/fanout process this is (set by the supervisor)");
+	       "which verify/fanout process this is (set by the supervisor; \"auto\": a fanout claims a free slot)");
 }
 
 void bt_params_load(int argc, char **argv, const char *prog, const char *about)
@@ -139,7 +139,7 @@ void bt_params_load(int argc, char **argv, const char *prog, const char *about)
 		set_param(&params[i], v ? v : params[i].def, v ? "environment" : "default");
 	}
 	const char *ix = getenv("BATON_INDEX");
-	bt_cfg.index = ix ? atoi(ix) : 0;
+	bt_cfg.index = !ix ? 0 : !strcmp(ix, "auto") ? -1 : atoi(ix);
 	for (int a = 1; a < argc; a++) {
 		const char *arg = argv[a];
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -163,7 +163,7 @@ void bt_params_load(int argc, char **argv, const char *prog, const char *about)
 		if (!val)
 			bt_die_config("flag %s needs a value", name);
 		if (!strcmp(name, "--index")) {
-			bt_cfg.index = atoi(val);
+			bt_cfg.index = !strcmp(val, "auto") ? -1 : atoi(val);
 			continue;
 		}
 		size_t i;

@@ -46,6 +46,10 @@
 	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per day") \
 	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \
 	X(STR, log_level, "RELAY_LOG_LEVEL", "info", 0, 0, "debug, info, warn or error")          \
+	X(BOOL, spawn_stages, "RELAY_SPAWN_STAGES", "true", 0, 0,                                       \
+	  "the supervisor starts the stages (false: they are started by others, e.g. docker-compose)") \
+	X(DUR, attach_wait, "RELAY_ATTACH_WAIT", "30", 0, 3600,                                         \
+	  "how long a stage waits for the supervisor's shared-memory segment to appear")            \
 	X(STR, fault_crash_did, "RELAY_FAULT_CRASH_DID", "", 0, 0,                                      \
 	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)")
 
@@ -59,7 +63,7 @@ struct bt_config {
 #define X(t, f, e, d, lo, hi, doc) BT_P_FIELD_##t(f)
 	BT_PARAMS(X)
 #undef X
-	int index;      /* --index / BATON_INDEX: which of the K verify or N fanout processes */
+	int index;      /* --index / BATON_INDEX: which of the K verify or N fanout processes; -1 = auto */
 	int n_verify;   /* verify_procs resolved (never 0) */
 };
 

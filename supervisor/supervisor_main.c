@@ -13,6 +13,8 @@
  *	  - kills (SIGKILL) and restarts a stage whose heartbeat is older than
  *	    RELAY_HEARTBEAT_TIMEOUT;
  *	  - answers batonctl on a ZeroMQ socket (status, restart);
+ *	  - with RELAY_SPAWN_STAGES=false (docker-compose, where each stage is its own service)
+ *	    it only creates the segment and reports the stages' heartbeats;
  *	  - on SIGINT/SIGTERM stops every stage (SIGTERM, then SIGKILL after 10 s) and exits 0.
  * DIAGNOSTICS
  *	Exit 2 on a configuration or environment error at start-up.
@@ -174,11 +176,34 @@ static void check_heartbeats(void)
 	}
 }
 
+/* Stages started by others: adopt what their stats pages say (pid, heartbeat), for status.
+   Restarting them is their orchestrator's job (docker-compose restart policies). */
+static void watch_external(void)
+{
+	uint64_t now = bt_now_ms(), limit = (uint64_t)bt_cfg.heartbeat_timeout * 1000u;
+	for (int i = 0; i < n_stages; i++) {
+		struct sup_stage *s = &stages[i];
+		int32_t pid = atomic_load(&s->stats->pid);
+		uint64_t hb = atomic_load(&s->stats->heartbeat_ms);
+		bool alive = pid > 0 && now - hb < limit;
+		if (alive && s->state != SUP_RUNNING)
+			BT_INFO("%s[%d] is up (pid %d in its namespace)", bt_role_name(s->role), s->index, (int)pid);
+		else if (!alive && s->state == SUP_RUNNING)
+			BT_WARN("%s[%d] stopped heartbeating", bt_role_name(s->role), s->index);
+		s->pid = alive ? pid : 0;
+		s->state = alive ? SUP_RUNNING : SUP_STOPPED;
+	}
+}
+
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 {
 	const char *op = json_string_value(json_object_get(msg, "op"));
 	if (op && !strcmp(op, "status")) {
 		bt_ctl_reply(req, sup_status_json(stages, n_stages, sup_counts_get()));
+		return;
+	}
+	if (op && !strcmp(op, "restart") && !bt_cfg.spawn_stages) {
+		bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "stages are not ours to restart (RELAY_SPAWN_STAGES=false)"));
 		return;
 	}
 	if (op && !strcmp(op, "restart")) {
@@ -299,8 +324,11 @@ int main(int argc, char **argv)
 		add_stage(BT_ROLE_FANOUT, f);
 	add_stage(BT_ROLE_INGEST, 0);
 	sup_set_counts(K, N);
-	for (int i = 0; i < n_stages; i++)
-		start_stage(&stages[i]);
+	if (bt_cfg.spawn_stages)
+		for (int i = 0; i < n_stages; i++)
+			start_stage(&stages[i]);
+	else
+		BT_INFO("RELAY_SPAWN_STAGES=false: stages are started by others (docker-compose); watching them");
 	BT_INFO("relay up: K=%d verify, N=%d fanout, api %s, data %s", K, N, bt_cfg.api_bind, bt_cfg.data_dir);
 
 	struct pollfd pfd = { .fd = bt_ctl_srv_fd(ctl), .events = POLLIN };
@@ -308,8 +336,12 @@ int main(int argc, char **argv)
 		poll(&pfd, 1, 50);
 		bt_ctl_srv_poll(ctl);
 		reap();
-		if (!got_stop)
+		if (got_stop)
+			break;
+		if (bt_cfg.spawn_stages)
 			check_heartbeats();
+		else
+			watch_external();
 	}
 	BT_INFO("stopping all stages");
 	stop_all();
