@@ -327,6 +327,10 @@ static void pump(struct fan_sub *s)
 		uint64_t pos;
 		int rc = skip_seek ? -ENOENT : bt_bcast_seek(fan.ring, s->after, &pos);
 		skip_seek = false;
+		/* -EAGAIN: nothing in the ring after `after`.  After a restart of the whole relay the
+		   ring starts empty while RocksDB holds every earlier event: go there first. */
+		if (rc == -EAGAIN && s->after < newest_seq())
+			rc = -ENOENT;
 		if (rc == 0 || rc == -EAGAIN) {
 			s->pos = pos;
 			s->in_ring = true;

@@ -2,12 +2,13 @@
 // NAME
 //   run.mjs - baton's end-to-end test runner.
 // DESCRIPTION
-//   node tests/e2e/run.mjs [builddir]        runs the relay scenarios (basic, kill)
+//   node tests/e2e/run.mjs [builddir]        runs the relay scenarios (basic, kill,
+//                                            inversion, health, resolver, oldcursor, revive)
 //   node tests/e2e/run.mjs --selftest        checks the simulators only (no relay)
 //   node tests/e2e/run.mjs --only NAME [builddir]
 //   Each scenario gets its own temp dir (kept on failure, removed on success)
 //   and a deadline; the whole run has a global deadline (E2E_TIMEOUT_S,
-//   default 170 s). Every child process is killed at the end, also on failure
+//   default 230 s). Every child process is killed at the end, also on failure
 //   or timeout. Prints `ok - ...` / `not ok - ...` per check and ends with
 //   `N passed, N failed`; exits 1 if anything failed.
 // DIAGNOSTICS
@@ -45,7 +46,7 @@ const SCENARIO_TIMEOUT_MS = {
   revive: 75000,
 }
 const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive']
-const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 170) * 1000
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 230) * 1000
 
 let passed = 0
 let failed = 0

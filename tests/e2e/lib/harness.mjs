@@ -73,7 +73,11 @@ export function compareDelivery(consumer, valid, forged) {
     const k = key(e)
     got.set(k, (got.get(k) || 0) + 1)
   }
-  const forgedCommits = new Set(forged.map((e) => e.commit).filter(Boolean))
+  // A forgery can be byte-identical to a valid commit (a rev-back right after an empty genesis,
+  // signed deterministically with K-256): that is a re-send of the valid commit, whose first
+  // copy must be delivered; only forgeries distinct from every valid commit count.
+  const validCids = new Set(valid.filter((e) => e.commit).map((e) => e.commit))
+  const forgedCommits = new Map(forged.filter((e) => e.commit && !validCids.has(e.commit)).map((e) => [e.commit, e]))
   let missing = 0
   let dup = 0
   let badBlocks = 0
@@ -101,7 +105,8 @@ export function compareDelivery(consumer, valid, forged) {
   for (const e of consumer.events) {
     if (e.t !== '#commit' && e.t !== '#sync') continue
     if (e.commit && forgedCommits.has(e.commit)) {
-      problems.push(`forged commit delivered: ${e.did} rev ${e.rev}`)
+      const f = forgedCommits.get(e.commit)
+      problems.push(`forged commit delivered (${f.kind}, upstream seq ${f.seq}, relay seq ${e.seq}): ${e.did} rev ${e.rev}`)
     } else if (!validKeys.has(key(e))) {
       extra++
       if (extra <= 3) problems.push(`unexpected event ${key(e)}`)
