@@ -44,8 +44,9 @@ const SCENARIO_TIMEOUT_MS = {
   resolver: 90000,
   oldcursor: 75000,
   revive: 75000,
+  restart: 75000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 230) * 1000
 
 let passed = 0
