@@ -27,6 +27,8 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/te
 TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(filter-out tools/batonctl.c,$(wildcard tools/*.c)))
 
 SHELL := /bin/bash
+# Keep intermediate objects (tests, tools) so a second make rebuilds nothing.
+.SECONDARY:
 .PHONY: all run test test-only bench fuzz asan fmt deps clean
 all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
 
