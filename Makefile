@@ -63,7 +63,8 @@ deps:
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
-	@if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules ]; then \
+	@if [ -f tests/e2e/package.json ] && { [ ! -d tests/e2e/node_modules ] || \
+	    [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; }; then \
 	  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error); fi
 
 run: deps all

@@ -12,12 +12,14 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
 
 struct bt_ctl_srv {
 	void *sock;
+	char path[512]; /* the ipc socket file, removed on free */
 	struct event *ev;
 	bt_ctl_fn *fn;
 	void *arg;
@@ -53,8 +55,10 @@ struct bt_ctl_srv *bt_ctl_srv_new(struct event_base *base, const char *endpoint,
 	zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
 	int64_t maxmsg = BT_CTL_MAX;
 	zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-	if (strncmp(endpoint, "ipc://", 6) == 0)
+	if (strncmp(endpoint, "ipc://", 6) == 0) {
 		unlink(endpoint + 6); /* a stale socket file from a killed predecessor */
+		snprintf(s->path, sizeof s->path, "%s", endpoint + 6);
+	}
 	if (zmq_bind(s->sock, endpoint) != 0) {
 		BT_ERR("zmq bind %s: %s", endpoint, zmq_strerror(errno));
 		zmq_close(s->sock);
@@ -159,6 +163,8 @@ void bt_ctl_srv_free(struct bt_ctl_srv **ps)
 	if (s->ev)
 		event_free(s->ev);
 	zmq_close(s->sock);
+	if (s->path[0])
+		unlink(s->path);
 	free(s);
 	*ps = NULL;
 }

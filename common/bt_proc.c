@@ -6,6 +6,7 @@
 #include "bt_log.h"
 #include "bt_shm.h"
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,23 +23,30 @@ static void on_signal(int sig)
 	bt_proc_stop = 1;
 }
 
-/* BATON_INDEX=auto (scaled fanouts under docker-compose): take the first fanout slot that no
-   live process holds.  A slot is free when its pid is 0 or its heartbeat is older than the
-   heartbeat timeout; the compare-and-swap on pid makes two starters never take the same one. */
-static int claim_fanout_slot(void)
+/* A slot (stats page) is taken while the process whose pid it holds is alive.  Stages share
+   a pid namespace with each other (spawned by the supervisor, or `pid: service:supervisor`
+   under compose), so kill(pid, 0) tells. */
+static bool slot_free(struct bt_stats_page *p, int32_t *pid)
 {
-	uint64_t stale = (uint64_t)bt_cfg.heartbeat_timeout * 1000u;
-	for (int i = 0; i < bt_proc.N; i++) {
-		struct bt_stats_page *p = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(BT_ROLE_FANOUT, i)));
-		int32_t pid = atomic_load(&p->pid);
-		uint64_t hb = atomic_load(&p->heartbeat_ms), now = bt_now_ms();
-		if (pid != 0 && now - hb < stale)
-			continue;
-		if (atomic_compare_exchange_strong(&p->pid, &pid, (int32_t)getpid())) {
-			atomic_store(&p->heartbeat_ms, now);
-			return i;
+	*pid = atomic_load(&p->pid);
+	return *pid == 0 || *pid == (int32_t)getpid() || (kill(*pid, 0) < 0 && errno == ESRCH);
+}
+
+/* Take the slot of (role, idx) with a compare-and-swap on its pid, so two starters never hold
+   the same one.  idx < 0 (BATON_INDEX=auto, scaled fanouts): the first free slot.  Waits up to
+   RELAY_ATTACH_WAIT for a slot a dying predecessor still holds. */
+static int claim_slot(enum bt_role role, int idx, int n)
+{
+	uint64_t deadline = bt_now_ms() + (uint64_t)bt_cfg.attach_wait * 1000u;
+	do {
+		for (int i = idx < 0 ? 0 : idx; i < (idx < 0 ? n : idx + 1); i++) {
+			struct bt_stats_page *p = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(role, i)));
+			int32_t pid;
+			if (slot_free(p, &pid) && atomic_compare_exchange_strong(&p->pid, &pid, (int32_t)getpid()))
+				return i;
 		}
-	}
+		usleep(100000);
+	} while (bt_now_ms() < deadline && !bt_proc_stop);
 	return -1;
 }
 
@@ -76,17 +84,20 @@ void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about)
 	bt_proc.N = (int)sp->n_fanout;
 	if (bt_proc.K < 1 || bt_proc.K > BT_MAX_VERIFY || bt_proc.N < 1 || bt_proc.N > BT_MAX_FANOUT)
 		bt_die_config("segment %s has a bad process count K=%d N=%d", path, bt_proc.K, bt_proc.N);
-	if (role == BT_ROLE_FANOUT && bt_cfg.index < 0)
-		bt_proc.index = claim_fanout_slot();
-	if ((role == BT_ROLE_VERIFY && (bt_proc.index < 0 || bt_proc.index >= bt_proc.K)) ||
-	    (role == BT_ROLE_FANOUT && (bt_proc.index < 0 || bt_proc.index >= bt_proc.N)))
-		bt_die_config("index %d is out of range (K=%d, N=%d)", bt_proc.index, bt_proc.K, bt_proc.N);
+	int n = role == BT_ROLE_VERIFY ? bt_proc.K : role == BT_ROLE_FANOUT ? bt_proc.N : 1;
+	int want = role == BT_ROLE_VERIFY || role == BT_ROLE_FANOUT ? bt_cfg.index : 0;
+	if (want >= n || (want < 0 && role != BT_ROLE_FANOUT))
+		bt_die_config("index %d is out of range (K=%d, N=%d)", want, bt_proc.K, bt_proc.N);
+	int got = claim_slot(role, want, n);
+	if (got < 0)
+		bt_die_config("no free %s slot (index %d): another live process holds it", bt_role_name(role), want);
+	if (role == BT_ROLE_VERIFY || role == BT_ROLE_FANOUT)
+		bt_proc.index = got;
 	bt_log_init(name, bt_proc.index);
 	unsigned slot = bt_pipe_slot(role, bt_proc.index < 0 ? 0 : bt_proc.index);
 	bt_proc.stats = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(slot));
 	bt_proc.stats->role = (uint32_t)role;
 	bt_proc.stats->index = (uint32_t)(bt_proc.index < 0 ? 0 : bt_proc.index);
-	atomic_store(&bt_proc.stats->pid, (int32_t)getpid());
 	bt_proc_beat();
 	BT_INFO("started (K=%d N=%d)", bt_proc.K, bt_proc.N);
 }

@@ -226,6 +226,8 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 
 static void stop_all(void)
 {
+	if (!bt_cfg.spawn_stages)
+		return; /* not our children: their orchestrator stops them */
 	for (int i = 0; i < n_stages; i++)
 		if (stages[i].pid)
 			kill(stages[i].pid, SIGTERM);

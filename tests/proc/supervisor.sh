@@ -15,15 +15,21 @@ pass=0 fail=0
 check() { # name condition-exit-code [detail]
 	if [ "$2" -eq 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=$((fail + 1)); echo "not ok - $1 ${3:-}"; fi
 }
-port() { echo $((20000 + RANDOM % 20000)); }
+# A port nobody listens on now (asked of the kernel), so parallel tests do not collide.
+port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 env_for() { # name
 	echo RELAY_DATA_DIR=$T/$1/data RELAY_SHM_DIR=$T/$1 RELAY_NAME=sup$1$$ RELAY_API_BIND=127.0.0.1:$(port) \
 		RELAY_VERIFY_PROCS=2 RELAY_FANOUT_PROCS=2 RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_RING_MB=32 \
 		RELAY_BCAST_RING_MB=16 RELAY_HEARTBEAT_TIMEOUT=5
 }
-wait_for() { # seconds command...
+wait_for() { # seconds command...  (gives up early if the relay under test has exited)
 	local t=$1; shift
-	for _ in $(seq $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	local end=$((SECONDS + t))
+	while [ $SECONDS -lt $end ]; do
+		"$@" >/dev/null 2>&1 && return 0
+		[ -n "${sup:-}" ] && ! kill -0 "$sup" 2>/dev/null && return 1
+		sleep 0.1
+	done
 	return 1
 }
 
@@ -61,6 +67,7 @@ for r in ingest verify store fanout; do
 done
 check "each stage's process name says its role" $ok
 old=$(ctl status | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
+old=${old:-0}
 ctl restart verify 1 >/dev/null
 wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
 check "batonctl restart verify 1 gives it a new pid" $?
@@ -80,7 +87,8 @@ sup=$!
 wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
 pids=$(env $E "$B/batonctl" status | jq -r '.stages[].pid')
 kill -9 $sup
-wait $sup 2>/dev/null
+sup_dead=$sup; sup=
+wait $sup_dead 2>/dev/null
 gone() { for p in $pids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
 wait_for 15 gone
 check "kill -9 of the supervisor leaves no stage behind" $?
