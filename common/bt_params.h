@@ -31,7 +31,7 @@
 	X(STR, name, "RELAY_NAME", "baton", 0, 0, "instance name (segment and socket names)")       \
 	X(INT, ring_mb, "RELAY_RING_MB", "64", 32, 4096, "size of each ingest->verify and verify->store ring, MiB (a record is at most a quarter)") \
 	X(INT, bcast_ring_mb, "RELAY_BCAST_RING_MB", "256", 8, 16384, "size of the store->fanout broadcast ring, MiB") \
-	X(DUR, replay_window, "RELAY_REPLAY_WINDOW", "72h", 60, 31536000, "how long events are kept for cursor replay") \
+	X(DUR, replay_window, "RELAY_REPLAY_WINDOW", "72h", 1, 31536000, "how long events are kept for cursor replay") \
 	X(BOOL, sync_writes, "RELAY_SYNC_WRITES", "true", 0, 0, "fsync each group commit (survives power loss)") \
 	X(INT, commit_batch, "RELAY_COMMIT_BATCH", "100", 1, 10000, "max verdicts per RocksDB write batch") \
 	X(BOOL, lenient_sync_validation, "RELAY_LENIENT_SYNC_VALIDATION", "false", 0, 0,                \

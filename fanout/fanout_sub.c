@@ -477,6 +477,23 @@ void fan_sub_start(struct bt_http_req *req)
 		s->after = cursor;
 		s->outdated_ok = cursor > 0;
 		s->quiet_window = cursor == 0;
+		/* The broadcast ring may still hold events the store has already dropped from the
+		   window: start at the window, whichever of the two would serve the cursor. */
+		uint64_t oldest = 0;
+		if (fan_db_ensure() == 0) {
+			fan_db_catch_up(0);
+			oldest = db_oldest();
+		}
+		if (oldest && cursor + 1 < oldest) {
+			if (cursor > 0) {
+				bt_buf_reset(&ctl_buf);
+				if (bt_fh_encode_info(&ctl_buf, "OutdatedCursor",
+						      "cursor is older than the replay window; starting from its oldest event") == 0)
+					bt_ws_send(s->ws, BT_WS_BINARY, ctl_buf.p, ctl_buf.len);
+			}
+			s->after = oldest - 1;
+			s->outdated_ok = false;
+		}
 	}
 	BT_DEBUG("consumer %s from %s%llu", bt_ws_peer(s->ws), has_cursor ? "cursor " : "live after ",
 		 (unsigned long long)s->after);

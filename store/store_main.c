@@ -395,7 +395,10 @@ int main(int argc, char **argv)
 		bt_die_config("cannot bind %s", ep);
 
 	struct bt_bell *bell = bt_shm_bell(bt_proc.shm, bt_pipe_bell_store());
-	uint64_t next_retention = bt_now_ms() + 10000;
+	/* Retention runs every window/4, between 1 s and 60 s. */
+	uint64_t ret_every = (uint64_t)bt_cfg.replay_window * 250u;
+	ret_every = ret_every < 1000 ? 1000 : ret_every > 60000 ? 60000 : ret_every;
+	uint64_t next_retention = bt_now_ms() + (ret_every < 10000 ? ret_every : 10000);
 	while (!bt_proc_stop) {
 		bt_proc_beat();
 		uint32_t seen = bt_bell_value(bell);
@@ -403,7 +406,7 @@ int main(int argc, char **argv)
 		bt_ctl_srv_poll(ctl);
 		if (bt_now_ms() > next_retention) {
 			retention();
-			next_retention = bt_now_ms() + 60000;
+			next_retention = bt_now_ms() + ret_every;
 		}
 		if (n == 0)
 			bt_bell_wait(bell, seen, 20);

@@ -1,0 +1,96 @@
+// NAME
+//   retention.mjs - the replay window, enforced while events flow (lesson 7).
+// DESCRIPTION
+//   The relay runs with RELAY_REPLAY_WINDOW=3s, so the store drops old events
+//   every second while a PDS simulator keeps emitting. Checks: /_health
+//   answers 200 every time it is polled during the run (retention never stalls
+//   the pipeline or the health probe); a live consumer still receives every
+//   valid event exactly once, in order; afterwards the oldest events are gone:
+//   a cursor=1 consumer gets #info OutdatedCursor and then only retained
+//   events, a cursor=0 consumer gets no #info and starts past seq 1, and both
+//   end at the same head with seq strictly increasing.
+// DIAGNOSTICS
+//   One `ok` / `not ok` line per property.
+
+import { FakePlc } from '../lib/plc.mjs'
+import { PdsSim, sleep } from '../lib/pds.mjs'
+import { Consumer } from '../lib/consumer.mjs'
+import { Baton } from '../lib/baton.mjs'
+import { createAccounts, drive } from '../lib/workload.mjs'
+import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+
+export const name = 'retention'
+
+export async function run(checks, ctx) {
+  const plc = new FakePlc()
+  await plc.start()
+  const pds = new PdsSim({ plc, name: 'pds' })
+  await pds.start()
+  ctx.cleanup.push(() => plc.stop(), () => pds.stop())
+
+  const baton = new Baton({
+    buildDir: ctx.buildDir,
+    tmpDir: ctx.tmp,
+    plcUrl: plc.url,
+    extraEnv: { RELAY_REPLAY_WINDOW: '3s' },
+  })
+  ctx.cleanup.push(() => baton.stop())
+  await baton.start()
+  await baton.waitHealthy()
+  const r = await baton.requestCrawl(pds.host)
+  checks.ok('requestCrawl accepted', r.status === 200, `HTTP ${r.status}`)
+  await pds.waitSubscribers(1)
+
+  const live = new Consumer(baton.wsUrl, { name: 'live' })
+  await live.start()
+  ctx.cleanup.push(() => live.close())
+
+  let polling = true
+  const bad = []
+  let polls = 0
+  const poller = (async () => {
+    while (polling) {
+      const h = await baton.health(2000)
+      polls++
+      if (h.status !== 200) bad.push(`${h.status} ${JSON.stringify(h.body)}`)
+      await sleep(100)
+    }
+  })()
+  const accounts = await createAccounts([pds], 4)
+  await drive(accounts, { count: 500, ratePerSec: 70 }) // about 7 s: two windows and more
+  await pds.idle()
+  const valid = validRepoEvents([pds])
+  await live.waitFor((c) => hasAll(c, valid), 20000, 'every valid event').catch(() => {})
+  await sleep(2500) // one more retention pass after the last event
+  polling = false
+  await poller
+  checks.ok(`/_health answered 200 to all ${polls} polls while retention ran`, bad.length === 0 && polls > 20, bad.slice(0, 3).join('; '))
+  checks.none('live: every valid event exactly once, in order, nothing forged', compareDelivery(live, valid, forgedEvents([pds])))
+
+  const one = new Consumer(baton.wsUrl, { cursor: 1, name: 'cursor1' })
+  const zero = new Consumer(baton.wsUrl, { cursor: 0, name: 'cursor0' })
+  await Promise.all([one.start(), zero.start()])
+  ctx.cleanup.push(() => one.close(), () => zero.close())
+  const head = live.lastSeq
+  await Promise.allSettled([
+    one.waitFor((c) => c.lastSeq === head, 10000, 'to head'),
+    zero.waitFor((c) => c.lastSeq === head, 10000, 'to head'),
+  ])
+  checks.none('cursor=1 and cursor=0: frames valid, seq strictly increasing', [...one.errors, ...zero.errors])
+  checks.ok(
+    'cursor=1 (older than the window) gets #info OutdatedCursor',
+    one.infos.some((i) => i.name === 'OutdatedCursor'),
+    JSON.stringify(one.infos),
+  )
+  checks.ok('cursor=0 gets no #info', zero.infos.length === 0, JSON.stringify(zero.infos))
+  const first = zero.events[0]?.seq
+  checks.ok('old events were dropped from the window', first !== undefined && first > 1, `first replayed seq ${first} of ${head}`)
+  checks.ok(
+    'cursor=1 and cursor=0 replay the same retained events up to the head',
+    one.lastSeq === head && zero.lastSeq === head && one.events[0]?.seq === first,
+    `cursor1 ${one.events[0]?.seq}..${one.lastSeq}, cursor0 ${first}..${zero.lastSeq}, head ${head}`,
+  )
+  await one.close()
+  await zero.close()
+  await live.close()
+}
