@@ -23,7 +23,8 @@ struct ing_host {
 	uint64_t cursor;             /* last upstream seq pushed to a ring (or committed, at start) */
 	bool have_cursor;
 	bool reset_next;             /* the next frame starts a new chain (after FutureCursor) */
-	unsigned failures;
+	unsigned failures;           /* connects in a row that did not open */
+	bool offline;                /* reported offline to the store (failures >= OFFLINE_AFTER) */
 	struct event *reconnect;
 	/* Frames that found their ring full, in arrival order ([u32 len][bytes]...), kept while the
 	   socket is paused.  A paused socket may still deliver the few messages its framing layer

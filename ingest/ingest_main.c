@@ -225,6 +225,19 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+#define OFFLINE_AFTER 3 /* failed connects in a row before a host is reported offline */
+
+/* Host status is the store's (it owns RocksDB): listHosts/getHostStatus show it.  An offline
+   host is still retried with backoff, forever (lesson 16). */
+static void report_status(struct ing_host *h, const char *status)
+{
+	json_t *r = bt_ctl_call(store_ep, json_pack("{s:s,s:i,s:s}", "op", "hostStatus", "id", (int)h->id, "status", status),
+				1000);
+	if (!r)
+		BT_LOG_EVERY(BT_LOG_WARN, "%s: could not record status %s (store not answering)", h->name, status);
+	json_decref(r);
+}
+
 static void on_open(struct bt_ws *ws, void *arg)
 {
 	struct ing_host *h = arg;
@@ -235,6 +248,10 @@ static void on_open(struct bt_ws *ws, void *arg)
 		return;
 	}
 	h->state = ING_OPEN;
+	if (h->offline) {
+		h->offline = false;
+		report_status(h, "active");
+	}
 	bt_stat_add(bt_proc.stats, BT_STAT_CONNECTS, 1);
 	BT_INFO("%s: subscribed (cursor %llu%s)", h->name, (unsigned long long)h->cursor,
 		h->have_cursor ? "" : ", none");
@@ -248,6 +265,10 @@ static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
 	if (h->state != ING_OPEN)
 		h->failures++;
+	if (h->failures >= OFFLINE_AFTER && !h->offline && !bt_proc_stop) {
+		h->offline = true;
+		report_status(h, "offline");
+	}
 	BT_INFO("%s: disconnected (%d %s); reconnecting", h->name, code, reason ? reason : "");
 	if (!bt_proc_stop)
 		schedule(h, 100);
@@ -348,6 +369,8 @@ static void load_hosts(void)
 		struct ing_host *h = ing_host_add((uint32_t)json_integer_value(json_object_get(it, "id")), norm,
 						  insecure, cur, cur > 0);
 		/* Lesson 9: stagger thousands of connects over a few seconds. */
+		if (h)
+			h->offline = status && !strcmp(status, "offline");
 		if (h) {
 			uint64_t spread = n > 1 ? (uint64_t)random() % (n * 5 < 5000 ? n * 5 : 5000) : 0;
 			event_add(h->reconnect, &(struct timeval){ (time_t)(spread / 1000), (suseconds_t)(spread % 1000) * 1000 });

@@ -81,7 +81,17 @@ export async function run(checks, ctx) {
     await sleep(2000)
     n0 = pds.subscribeCursors.length
     await pds.stop()
-    await sleep(10000)
+    // Meanwhile the host is reported offline (getHostStatus), and still retried.
+    const statusOf = async () => {
+      const res = await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.getHostStatus?hostname=${pds.host}`)
+      return (await res.json()).status
+    }
+    let sawOffline = false
+    for (const end = Date.now() + 10000; Date.now() < end; ) {
+      if (!sawOffline && (await statusOf().catch(() => null)) === 'offline') sawOffline = true
+      await sleep(250)
+    }
+    checks.ok('a host that cannot be reached is reported offline by getHostStatus', sawOffline)
     await pds.start(port)
     const t2 = Date.now()
     const r = await baton.requestCrawl(pds.host)
@@ -101,6 +111,8 @@ export async function run(checks, ctx) {
       back2 ? `reconnected after ${ms2} ms` : 'no subscriber within 20 s',
     )
     checks.ok('the revived connection has a cursor', c2 !== null && Number(c2) > 0, `cursor ${c2}`)
+    const st2 = await statusOf().catch((e) => String(e))
+    checks.ok('once reconnected the host is active again', st2 === 'active', `status ${st2}`)
     await sleep(2000)
   } finally {
     stop = true
