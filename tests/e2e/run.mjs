@@ -46,8 +46,9 @@ const SCENARIO_TIMEOUT_MS = {
   revive: 75000,
   restart: 75000,
   retention: 60000,
+  garbage: 75000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 230) * 1000
 
 let passed = 0

@@ -231,6 +231,18 @@ export class PdsSim {
     return seq
   }
 
+  // Garbage for robustness tests. sendRaw: bytes (or a string, sent as a text frame) straight
+  // to every subscriber, not logged, so a reconnecting relay does not see them again.
+  sendRaw(data) {
+    for (const ws of this.subscribers) ws.send(data, { binary: typeof data !== 'string' })
+  }
+
+  // A sequenced, logged frame with an arbitrary body (it takes a seq like any event and is
+  // replayed on reconnect); meta is recorded in `sent` with valid: false.
+  emitCustom(t, body, meta = {}) {
+    return this.#emit(t, body, { valid: false, kind: 'garbage', ...meta })
+  }
+
   #serial(acct, fn) {
     const p = acct.queue.then(fn)
     acct.queue = p.catch(() => {})

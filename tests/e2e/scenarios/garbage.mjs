@@ -1,0 +1,84 @@
+// NAME
+//   garbage.mjs - bad input from an upstream never crashes a stage or loses data.
+// DESCRIPTION
+//   Two PDS simulators: one well-behaved, one that, between its valid commits,
+//   sends garbage: random bytes, a text frame, truncated CBOR, a frame over the
+//   5,000,000-byte limit, an error frame with an unknown name, and sequenced
+//   frames that decode but are wrong inside (a #commit whose blocks are not a
+//   CAR, a #commit missing required fields, an unknown message type).
+//   Checks: no stage is ever restarted; ingest counts bad frames and verify
+//   drops the wrong-inside frames with named reasons; every valid commit of
+//   both sims still arrives exactly once, in per-DID order; /_health is 200.
+// DIAGNOSTICS
+//   One `ok` / `not ok` line per property.
+
+import crypto from 'node:crypto'
+import { FakePlc } from '../lib/plc.mjs'
+import { PdsSim, sleep } from '../lib/pds.mjs'
+import { Consumer } from '../lib/consumer.mjs'
+import { Baton } from '../lib/baton.mjs'
+import { createAccounts, drive } from '../lib/workload.mjs'
+import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+
+export const name = 'garbage'
+
+export async function run(checks, ctx) {
+  const plc = new FakePlc()
+  await plc.start()
+  const bad = new PdsSim({ plc, name: 'garbage' })
+  const good = new PdsSim({ plc, name: 'good' })
+  await bad.start()
+  await good.start()
+  ctx.cleanup.push(() => plc.stop(), () => bad.stop(), () => good.stop())
+
+  const baton = new Baton({ buildDir: ctx.buildDir, tmpDir: ctx.tmp, plcUrl: plc.url })
+  ctx.cleanup.push(() => baton.stop())
+  await baton.start()
+  await baton.waitHealthy()
+  for (const p of [bad, good]) {
+    const r = await baton.requestCrawl(p.host)
+    checks.ok(`requestCrawl ${p.name} accepted`, r.status === 200, `HTTP ${r.status}`)
+    await p.waitSubscribers(1)
+  }
+  const live = new Consumer(baton.wsUrl, { name: 'live' })
+  await live.start()
+  ctx.cleanup.push(() => live.close())
+  const before = await baton.status()
+
+  const accounts = await createAccounts([bad, good], 3)
+  const did = accounts.find((a) => a.pds === bad)?.acct?.did ?? accounts[0].acct?.did ?? 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa'
+  const link = good.sent.find((e) => e.commit)?.commit
+  const garbage = [
+    () => bad.sendRaw(crypto.randomBytes(300)),
+    () => bad.sendRaw('not a binary frame'),
+    () => bad.sendRaw(Buffer.from([0xa2, 0x61, 0x74, 0x67, 0x23, 0x63])), // truncated header
+    () => bad.sendRaw(Buffer.alloc(5_100_000, 7)), // over the frame limit
+    () => bad.sendRaw(Buffer.concat([Buffer.from([0xa2, 0x62, 0x6f, 0x70, 0x20, 0x61, 0x74, 0x61, 0x78]), Buffer.from([0xa1, 0x65, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x63, 0x42, 0x61, 0x64])])),
+    () => bad.emitCustom('#commit', { repo: did, rev: '3kabcdefghij2', since: null, commit: null, blocks: crypto.randomBytes(64), ops: [], blobs: [], rebase: false, tooBig: false, time: new Date().toISOString() }),
+    () => bad.emitCustom('#commit', { repo: did, time: new Date().toISOString() }),
+    () => bad.emitCustom('#mystery', { did, time: new Date().toISOString(), link: link ?? null }),
+  ]
+  let i = 0
+  await drive(accounts, { count: 240, ratePerSec: 80, shouldStop: () => { if (i % 10 === 5) garbage[(i / 10) % garbage.length | 0](); i++; return false } })
+  for (const p of [bad, good]) await p.idle()
+
+  const valid = validRepoEvents([bad, good]).filter((e) => e.kind !== 'garbage')
+  await live.waitFor((c) => hasAll(c, valid), 40000, 'every valid event').catch(() => {})
+  await sleep(1000)
+  checks.none('frames canonical, lexicon-valid, seq strictly increasing', live.errors)
+  checks.none(
+    `every valid commit of both sims exactly once, per-DID order, nothing forged (${valid.length})`,
+    compareDelivery(live, valid, forgedEvents([bad, good]).filter((e) => e.kind !== 'garbage')),
+  )
+  const after = await baton.status()
+  const restarts = (after?.stages || []).reduce((n, s) => n + Number(s.restarts || 0), 0)
+  const pidsSame = (before?.stages || []).every((s, k) => after?.stages?.[k]?.pid === s.pid)
+  checks.ok('no stage crashed or was restarted', restarts === 0 && pidsSame, `restarts ${restarts}`)
+  const badFrames = Baton.sum(after, 'ingest', 'counters', 'bad_frames')
+  checks.ok('ingest counted the undecodable frames and dropped those connections', badFrames >= 3, `bad_frames ${badFrames}`)
+  const named = ['bad_car', 'bad_frame', 'unknown_type', 'bad_commit'].map((k) => Baton.sum(after, 'verify', 'drops', k))
+  checks.ok('verify dropped the wrong-inside frames with named reasons', named.reduce((a, b) => a + b, 0) >= 3, JSON.stringify(named))
+  const h = await baton.health()
+  checks.ok('/_health is 200 afterwards', h.status === 200, JSON.stringify(h))
+  await live.close()
+}
