@@ -16,6 +16,7 @@
  *	still an identity: key is NULL and key_why holds the reason.
  */
 #include "bt_did.h"
+#include "bt_syntax.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -26,22 +27,7 @@
 
 bool bt_did_valid(const char *s, size_t n)
 {
-	if (n < 7 || n > 2048 || memcmp(s, "did:", 4) != 0)
-		return false;
-	size_t i = 4;
-	while (i < n && s[i] >= 'a' && s[i] <= 'z')
-		i++;
-	if (i == 4 || i >= n || s[i] != ':')
-		return false;
-	i++;
-	if (i >= n)
-		return false;
-	for (; i < n; i++) {
-		char c = s[i];
-		if (!(isalnum((unsigned char)c) || c == '.' || c == '_' || c == ':' || c == '%' || c == '-'))
-			return false;
-	}
-	return s[n - 1] != ':' && s[n - 1] != '%';
+	return bt_syntax_did(s, n); /* one definition of DID syntax: bt_syntax.c */
 }
 
 /* atproto handle syntax: >= 2 labels of [A-Za-z0-9-], 1..63 chars, no edge '-', TLD not starting with a digit. */
