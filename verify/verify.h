@@ -43,6 +43,9 @@ struct vfy_did {
 	char rev[BT_REV_MAX + 1];
 	struct bt_cid data;
 	char status[BT_STATUS_MAX + 1];
+	/* Lesson 15: before dropping a commit of an inactive account, ask its PDS (getRepoStatus). */
+	bool checking;             /* a status check is in flight; the DID's frames wait */
+	uint64_t status_checked_ms;
 	/* FIFO of jobs waiting on this DID (identity resolution, or behind one that is) */
 	uint32_t wait_head, wait_tail;
 };

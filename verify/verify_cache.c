@@ -46,7 +46,7 @@ static void lru_front(struct vfy_did *d)
 
 bool vfy_did_busy(const struct vfy_did *d)
 {
-	return d->wait_head != VFY_NONE || d->ist == VI_RESOLVING;
+	return d->wait_head != VFY_NONE || d->ist == VI_RESOLVING || d->checking;
 }
 
 static void evict_one(void)

@@ -36,6 +36,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,8 @@ static struct event_base *base;
 static struct bt_ring *in, *out;
 static struct bt_fetch *fetch;     /* did:plc: the operator's RELAY_PLC_HOST, wherever it is */
 static struct bt_fetch *fetch_web; /* did:web: public addresses on 80/443 only (SSRF), unless insecure hosts are allowed */
+static struct bt_fetch *fetch_web_public; /* PDS status checks: public addresses only, always */
+static struct bt_fetch *fetch_local;      /* PDS status checks of localhost:PORT hosts (insecure mode) */
 static struct vfy_job jobs[JOBS];
 static uint32_t jhead, jtail;    /* jobs[jhead..jtail) are in flight, oldest first */
 static uint64_t rpos;            /* next input record to read */
@@ -71,6 +74,9 @@ struct ovf {
 static struct ovf *ovf_head, *ovf_tail;
 
 enum run { RUN_DONE, RUN_WAIT };
+
+#define STATUS_RECHECK_MS 5000
+static bool check_status(struct vfy_did *d, const struct bt_rec_frame *fr);
 
 /* The frame being processed, in the stats page (outlives a crash).  Positions start at 0, so
    the marker stores pos + 1. */
@@ -312,10 +318,6 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 		return RUN_DONE;
 	}
 	vfy_acct_load(d, vfy_db);
-	if (!d->active) {
-		drop(j, &msg.did, BT_DROP_INACTIVE, d->status);
-		return RUN_DONE;
-	}
 	size_t stored = strlen(d->rev);
 	if (stored && (msg.rev.n < stored || (msg.rev.n == stored && memcmp(msg.rev.p, d->rev, stored) <= 0))) {
 		drop(j, &msg.did, BT_DROP_REV_OLD, d->rev);
@@ -339,6 +341,15 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 	if (bt_commit_unsigned(blk->data, blk->len, &unsig) < 0 ||
 	    bt_pubkey_verify(d->id.key, unsig.p, unsig.len, c.sig.p, c.sig.n) < 0)
 		return refetch_once(j, d, BT_DROP_BAD_SIG, "signature");
+	if (!d->active) {
+		/* A correctly signed commit from the account's own PDS, for an account we hold
+		   inactive: ask that PDS (at most every STATUS_RECHECK_MS) before dropping, so a
+		   missed #account cannot keep the account dark (lesson 15). */
+		if (bt_now_ms() - d->status_checked_ms > STATUS_RECHECK_MS && check_status(d, fr))
+			return RUN_WAIT;
+		drop(j, &msg.did, BT_DROP_INACTIVE, d->status);
+		return RUN_DONE;
+	}
 	/* Sync 1.1: undoing the ops on the new tree must give exactly prevData. */
 	if (is_commit && msg.has_prev_data) {
 		struct bt_cid prev;
@@ -430,7 +441,7 @@ void vfy_resume(struct vfy_did *d)
 		unmark();
 		if (r == RUN_WAIT) {
 			/* j stays at the head.  vfy_resolve may fail at once and resume d itself. */
-			if (d->ist != VI_RESOLVING)
+			if (!d->checking && d->ist != VI_RESOLVING)
 				vfy_resolve(d);
 			return;
 		}
@@ -440,6 +451,44 @@ void vfy_resume(struct vfy_did *d)
 	}
 	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
 	release_done();
+}
+
+/* ---- account status, asked of the PDS ---- */
+
+static void on_status(void *arg, int status, const char *body, size_t len, const char *server)
+{
+	struct vfy_did *d = arg;
+	d->checking = false;
+	d->status_checked_ms = bt_now_ms();
+	if (status == -ECANCELED)
+		return;
+	json_error_t je;
+	json_t *j = status == 200 ? json_loadb(body, len, 0, &je) : NULL;
+	if (json_is_true(json_object_get(j, "active"))) {
+		BT_INFO("%.*s: inactive here, but its PDS says active: reactivated", (int)d->did_len, d->did);
+		d->active = true;
+		d->status[0] = 0;
+	}
+	json_decref(j);
+	vfy_resume(d);
+}
+
+/* Start a getRepoStatus on the host the frame came from; false if it cannot start. */
+static bool check_status(struct vfy_did *d, const struct bt_rec_frame *fr)
+{
+	if (d->checking)
+		return true;
+	char url[BT_HOST_MAX + BT_DID_MAX + 96];
+	bool local = fr->host_len > 10 && !memcmp(fr->host, "localhost:", 10);
+	if (local && !bt_cfg.allow_insecure_hosts)
+		return false;
+	snprintf(url, sizeof url, "%s%.*s/xrpc/com.atproto.sync.getRepoStatus?did=%.*s",
+		 local ? "http://127.0.0.1:" : "https://", local ? (int)fr->host_len - 10 : (int)fr->host_len,
+		 local ? fr->host + 10 : fr->host, (int)d->did_len, d->did);
+	if (bt_fetch_get(local ? fetch_local : fetch_web_public, url, on_status, d) < 0)
+		return false;
+	d->checking = true;
+	return true;
 }
 
 /* ---- identity resolution ---- */
@@ -604,7 +653,8 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		unmark();
 		if (r == RUN_WAIT) {
 			vfy_did_wait(d, j);
-			vfy_resolve(d);
+			if (!d->checking)
+				vfy_resolve(d);
 		}
 	}
 	if (n)
@@ -663,7 +713,11 @@ int main(int argc, char **argv)
 	fetch = bt_fetch_new(base, &fo);
 	fo.public_only = !bt_cfg.allow_insecure_hosts;
 	fetch_web = bt_fetch_new(base, &fo);
-	if (!base || !fetch || !fetch_web)
+	fo.public_only = true;
+	fetch_web_public = bt_fetch_new(base, &fo);
+	fo.public_only = false;
+	fetch_local = bt_fetch_new(base, &fo);
+	if (!base || !fetch || !fetch_web || !fetch_web_public || !fetch_local)
 		bt_die_config("cannot set up the event loop");
 	vfy_cache_init((size_t)bt_cfg.identity_cache_size);
 	bt_car_init(&car, 0);
@@ -677,6 +731,8 @@ int main(int argc, char **argv)
 	bt_bell_watch_free(&watch);
 	bt_fetch_free(&fetch);
 	bt_fetch_free(&fetch_web);
+	bt_fetch_free(&fetch_web_public);
+	bt_fetch_free(&fetch_local);
 	event_free(ev_read);
 	event_free(ev_retry);
 	event_free(ev_beat);
