@@ -228,14 +228,32 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 #define OFFLINE_AFTER 3 /* failed connects in a row before a host is reported offline */
 
 /* Host status is the store's (it owns RocksDB): listHosts/getHostStatus show it.  An offline
-   host is still retried with backoff, forever (lesson 16). */
+   host is still retried with backoff, forever (lesson 16).  Changes are sent in one batch a
+   second, so thousands of hosts failing at once cost one control round trip, not thousands. */
+static json_t *status_batch;
+static struct event *ev_status;
+
+static void flush_status(evutil_socket_t fd, short what, void *arg)
+{
+	if (!status_batch || !json_array_size(status_batch))
+		return;
+	json_t *r = bt_ctl_call(store_ep, json_pack("{s:s,s:O}", "op", "hostStatus", "updates", status_batch), 1000);
+	if (!r)
+		BT_LOG_EVERY(BT_LOG_WARN, "could not record %zu host status changes (store not answering)",
+			     json_array_size(status_batch));
+	json_decref(r);
+	json_array_clear(status_batch);
+}
+
 static void report_status(struct ing_host *h, const char *status)
 {
-	json_t *r = bt_ctl_call(store_ep, json_pack("{s:s,s:i,s:s}", "op", "hostStatus", "id", (int)h->id, "status", status),
-				1000);
-	if (!r)
-		BT_LOG_EVERY(BT_LOG_WARN, "%s: could not record status %s (store not answering)", h->name, status);
-	json_decref(r);
+	if (!status_batch)
+		status_batch = json_array();
+	json_array_append_new(status_batch, json_pack("{s:i,s:s}", "id", (int)h->id, "status", status));
+	if (!evtimer_pending(ev_status, NULL)) {
+		struct timeval tv = { 1, 0 };
+		evtimer_add(ev_status, &tv);
+	}
 }
 
 static void on_open(struct bt_ws *ws, void *arg)
@@ -421,6 +439,7 @@ int main(int argc, char **argv)
 	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
 	event_add(ev_beat, &(struct timeval){ 0, 200000 });
 	ev_retry = evtimer_new(base, on_retry, NULL);
+	ev_status = evtimer_new(base, flush_status, NULL);
 	ing_crawl_init(base);
 	load_hosts();
 	/* Configured hosts go through the same admission as requestCrawl. */

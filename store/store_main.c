@@ -348,22 +348,32 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 		return;
 	}
 	if (op && !strcmp(op, "hostStatus")) {
-		struct sto_host *h = sto_host_get(&hosts, (uint32_t)json_integer_value(json_object_get(msg, "id")));
-		const char *st = json_string_value(json_object_get(msg, "status"));
-		int code = -1;
-		for (uint32_t i = 0; st && i < 5; i++)
-			if (!strcmp(st, bt_host_status_name(i)))
-				code = (int)i;
-		if (!h || code < 0) {
-			bt_ctl_reply(req, json_pack("{s:s}", "error", "BadRequest"));
-			return;
-		}
-		h->rec.status = (uint32_t)code;
+		/* One change {id, status} or a batch {updates: [{id, status}, ...]}, in one write. */
+		json_t *ups = json_object_get(msg, "updates"), *one = NULL;
+		if (!ups)
+			ups = one = json_pack("[O]", msg);
 		struct bt_db_batch *b = bt_db_batch_new();
-		sto_host_flush(h, b);
-		bt_db_write(db, b);
+		size_t i, done = 0;
+		json_t *u;
+		json_array_foreach(ups, i, u)
+		{
+			struct sto_host *h = sto_host_get(&hosts, (uint32_t)json_integer_value(json_object_get(u, "id")));
+			const char *st = json_string_value(json_object_get(u, "status"));
+			int code = -1;
+			for (uint32_t c = 0; st && c < 5; c++)
+				if (!strcmp(st, bt_host_status_name(c)))
+					code = (int)c;
+			if (!h || code < 0)
+				continue;
+			h->rec.status = (uint32_t)code;
+			sto_host_flush(h, b);
+			done++;
+		}
+		json_decref(one);
+		int rc = done ? bt_db_write(db, b) : 0;
 		bt_db_batch_free(&b);
-		bt_ctl_reply(req, json_pack("{s:b}", "ok", 1));
+		bt_ctl_reply(req, rc == 0 && done ? json_pack("{s:b,s:i}", "ok", 1, "updated", (int)done)
+						   : json_pack("{s:s}", "error", rc < 0 ? "StoreFailed" : "BadRequest"));
 		return;
 	}
 	bt_ctl_reply(req, json_pack("{s:s}", "error", "UnknownOp"));

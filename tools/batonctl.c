@@ -6,11 +6,15 @@
  *	batonctl restart ROLE [IDX]  SIGTERM a stage; the supervisor starts it again
  *	batonctl hosts               upstream hosts and committed cursors (from the store)
  *	batonctl upstreams           upstream connections (from ingest)
+ *	batonctl import-hosts FILE   register hosts (one per line) without the requestCrawl probe, as a
+ *	                             bootstrap from a known list (like indigo's pull-hosts); ingest
+ *	                             subscribes to them when it next starts
  *	It finds the relay through the same RELAY_SHM_DIR and RELAY_NAME as the relay.
  * DIAGNOSTICS
  *	Exit 1 if the relay does not answer within 3 s, 2 on a usage error.
  */
 #include "bt_ctl.h"
+#include "bt_host.h"
 #include "bt_params.h"
 
 #include <stdio.h>
@@ -19,9 +23,47 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams\n"
+	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | import-hosts FILE\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
+}
+
+/* Each line: a hostname, normalised by the requestCrawl policy (bt_host), registered with the
+   store.  Prints how many were added, known already, or refused. */
+static int import_hosts(const char *path)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	if (!f) {
+		perror(path);
+		return 2;
+	}
+	char ep[600], line[1024], host[256];
+	bt_params_ipc("store", ep, sizeof ep);
+	int added = 0, known = 0, refused = 0, failed = 0;
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\r\n")] = 0;
+		if (!line[0] || line[0] == '#')
+			continue;
+		bool insecure;
+		const char *why = NULL;
+		if (bt_host_normalize(line, bt_cfg.allow_insecure_hosts, host, sizeof host, &insecure, &why) < 0) {
+			fprintf(stderr, "batonctl: %s: %s\n", line, why);
+			refused++;
+			continue;
+		}
+		json_t *r = bt_ctl_call(ep, json_pack("{s:s,s:s}", "op", "addHost", "hostname", host), 3000);
+		if (!r || !json_is_integer(json_object_get(r, "id")))
+			failed++;
+		else if (json_is_true(json_object_get(r, "existed")))
+			known++;
+		else
+			added++;
+		json_decref(r);
+	}
+	if (f != stdin)
+		fclose(f);
+	printf("{\"added\": %d, \"known\": %d, \"refused\": %d, \"failed\": %d}\n", added, known, refused, failed);
+	return failed ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -50,6 +92,8 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "upstreams")) {
 		bt_params_ipc("ingest", ep, sizeof ep);
 		req = json_pack("{s:s}", "op", "upstreams");
+	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
+		return import_hosts(argv[a + 1]);
 	} else {
 		return usage();
 	}

@@ -111,7 +111,9 @@ export async function run(checks, ctx) {
       back2 ? `reconnected after ${ms2} ms` : 'no subscriber within 20 s',
     )
     checks.ok('the revived connection has a cursor', c2 !== null && Number(c2) > 0, `cursor ${c2}`)
-    const st2 = await statusOf().catch((e) => String(e))
+    let st2 = null
+    for (const end = Date.now() + 4000; Date.now() < end && st2 !== 'active'; await sleep(200))
+      st2 = await statusOf().catch((e) => String(e)) // status changes reach the store in batches, once a second
     checks.ok('once reconnected the host is active again', st2 === 'active', `status ${st2}`)
     await sleep(2000)
   } finally {
