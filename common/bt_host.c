@@ -80,3 +80,20 @@ int bt_host_normalize(const char *in, bool allow_insecure, char *out, size_t cap
 	return 0;
 }
 
+
+bool bt_host_banned(const char *host, const char *list)
+{
+	size_t hn = strlen(host);
+	const char *colon = strchr(host, ':');
+	if (colon)
+		hn = (size_t)(colon - host);
+	for (const char *p = list; p && *p;) {
+		while (*p == ',' || *p == ' ')
+			p++;
+		size_t n = strcspn(p, ", ");
+		if (n > 0 && n <= hn && strncasecmp(host + hn - n, p, n) == 0 && (n == hn || host[hn - n - 1] == '.'))
+			return true;
+		p += n;
+	}
+	return false;
+}

@@ -10,4 +10,7 @@
 /* Normalise a requested hostname into out ("host" or "localhost:PORT"); *insecure is set for
    localhost:PORT.  Returns 0, or -1 with *why (may be NULL) set to a static reason. */
 int bt_host_normalize(const char *in, bool allow_insecure, char *out, size_t cap, bool *insecure, const char **why);
+/* True if host (normalised) is domain or a subdomain of any domain in the comma-separated list
+   (a ban of "example.com" covers "pds.example.com", not "notexample.com").  Borrows both. */
+bool bt_host_banned(const char *host, const char *list);
 #endif

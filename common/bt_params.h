@@ -25,6 +25,8 @@
 	X(BOOL, allow_insecure_hosts, "RELAY_ALLOW_INSECURE_HOSTS", "false", 0, 0,                      \
 	  "accept requestCrawl of localhost:PORT and subscribe over plain ws (testing)")               \
 	X(STR, hosts, "RELAY_HOSTS", "", 0, 0, "comma-separated hosts to subscribe to at start")       \
+	X(STR, banned_domains, "RELAY_BANNED_DOMAINS", "", 0, 0,                                        \
+	  "comma-separated domains refused by requestCrawl, with all their subdomains")                \
 	X(INT, verify_procs, "RELAY_VERIFY_PROCS", "0", 0, 64, "verify processes K (0 = number of cores)") \
 	X(INT, fanout_procs, "RELAY_FANOUT_PROCS", "2", 1, 32, "fanout processes N sharing the public port") \
 	X(STR, shm_dir, "RELAY_SHM_DIR", "/dev/shm", 0, 0, "directory of the shared-memory segment and control sockets") \

@@ -6,7 +6,8 @@
  *	only for localhost, and localhost only with RELAY_ALLOW_INSECURE_HOSTS), counted against
  *	the new-hosts-per-day limit, then probed with GET /xrpc/com.atproto.server.describeServer
  *	BEFORE anything is stored (lesson 8): a dead host, or one whose Server header says
- *	atproto-relay, is refused and nothing is written.  Only then is it registered with the
+ *	atproto-relay, is refused and nothing is written; so is a host under a domain in
+ *	RELAY_BANNED_DOMAINS (the domain itself and every subdomain).  Only then is it registered with the
  *	store and subscribed.  A known host is revived at once (lesson 16).
  * DIAGNOSTICS
  *	Refusals answer {ok:false, status, error, message} and count crawls_refused.
@@ -116,6 +117,10 @@ void ing_crawl_request(struct bt_ctl_req *req, const char *hostname)
 	if (bt_host_normalize(hostname, bt_cfg.allow_insecure_hosts, c->host, sizeof c->host, &c->insecure, &why) < 0) {
 		snprintf(c->host, sizeof c->host, "%s", hostname ? hostname : "");
 		finish(c, 400, "InvalidRequest", why);
+		return;
+	}
+	if (bt_host_banned(c->host, bt_cfg.banned_domains)) {
+		finish(c, 400, "DomainBanned", "this host's domain is banned from this relay");
 		return;
 	}
 	struct ing_host *h = ing_host_find(c->host);

@@ -50,5 +50,15 @@ int main(void)
 	memset(longname, 'a', sizeof longname - 5);
 	strcpy(longname + sizeof longname - 5, ".com");
 	refused(longname, false);
+	/* domain bans: the domain and its subdomains, not look-alikes */
+	CHECK(bt_host_banned("example.com", "example.com"));
+	CHECK(bt_host_banned("pds.example.com", "other.net, example.com"));
+	CHECK(bt_host_banned("a.b.example.com", "example.com"));
+	CHECK(!bt_host_banned("notexample.com", "example.com"));
+	CHECK(!bt_host_banned("example.com.evil.net", "example.com"));
+	CHECK(!bt_host_banned("example.com", ""));
+	CHECK(!bt_host_banned("com", "example.com"));
+	CHECK(bt_host_banned("localhost:2583", "localhost"));
+	CHECK(bt_host_banned("PDS.EXAMPLE.COM", "example.com"));
 	BT_TEST_END();
 }

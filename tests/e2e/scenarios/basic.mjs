@@ -43,7 +43,12 @@ export async function run(checks, ctx) {
   await relayLike.start()
   ctx.cleanup.push(() => plc.stop(), () => relayLike.stop(), ...pdses.map((p) => () => p.stop()))
 
-  const baton = new Baton({ buildDir: ctx.buildDir, tmpDir: ctx.tmp, plcUrl: plc.url })
+  const baton = new Baton({
+    buildDir: ctx.buildDir,
+    tmpDir: ctx.tmp,
+    plcUrl: plc.url,
+    extraEnv: { RELAY_BANNED_DOMAINS: 'banned.example' },
+  })
   ctx.cleanup.push(() => baton.stop())
   await baton.start()
   await baton.waitHealthy()
@@ -62,6 +67,13 @@ export async function run(checks, ctx) {
     'requestCrawl of a dead port is refused (4xx)',
     r2.status >= 400 && r2.status < 500 && typeof r2.body?.error === 'string',
     `HTTP ${r2.status} ${JSON.stringify(r2.body)}`,
+  )
+
+  const r3 = await baton.requestCrawl('pds.banned.example')
+  checks.ok(
+    'requestCrawl of a host under a banned domain is refused (DomainBanned)',
+    r3.status === 400 && r3.body?.error === 'DomainBanned',
+    `HTTP ${r3.status} ${JSON.stringify(r3.body)}`,
   )
 
   for (const p of pdses) {
@@ -123,6 +135,13 @@ export async function run(checks, ctx) {
   await fut.close()
 
   checks.ok('the atproto-relay host was never subscribed', relayLike.subscribeCount === 0, `${relayLike.subscribeCount} connections`)
+  const lh = await (await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.listHosts`)).json()
+  const names = (lh.hosts || []).map((h) => h.hostname).sort()
+  checks.ok(
+    'listHosts has exactly the two accepted PDSes: nothing refused was stored',
+    JSON.stringify(names) === JSON.stringify(pdses.map((p) => p.host).sort()),
+    JSON.stringify(names),
+  )
   await live.close()
   await zero.close()
   await mid.close()
