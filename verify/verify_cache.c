@@ -17,6 +17,8 @@
 static struct vfy_did **buckets;
 static size_t n_buckets, n_entries, cap_entries;
 static struct vfy_did lru; /* sentinel: lru.lru_next = most recent */
+static bool evicted;       /* an entry was evicted since the view last caught up */
+static uint64_t caught_up_ms;
 
 void vfy_cache_init(size_t cap)
 {
@@ -62,6 +64,7 @@ static void evict_one(void)
 		bt_identity_clear(&d->id);
 		free(d);
 		n_entries--;
+		evicted = true;
 		return;
 	}
 }
@@ -114,6 +117,15 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db)
 	d->acct_loaded = true;
 	if (!db)
 		return;
+	/* Once entries have been evicted, a DID may come back whose latest state the store
+	   committed after our view last caught up: catch up first, at most every 2 s.  So an
+	   evicted DID is checked against state at most 2 s old; being the least recently used,
+	   an evicted DID has normally not been seen for far longer than that. */
+	if (evicted && bt_now_ms() - caught_up_ms > 2000) {
+		bt_db_catch_up(db);
+		caught_up_ms = bt_now_ms();
+		evicted = false;
+	}
 	char k[BT_DID_MAX + 2];
 	struct bt_acct_rec a;
 	size_t kn = bt_key_acct(k, sizeof k, d->did, d->did_len);
