@@ -48,8 +48,9 @@ const SCENARIO_TIMEOUT_MS = {
   retention: 60000,
   garbage: 75000,
   reactivate: 60000,
+  didweb: 60000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 230) * 1000
 
 let passed = 0

@@ -152,6 +152,10 @@ export class PdsSim {
     const did = url.searchParams.get('did')
     const acct = did ? this.accounts.get(did) : null
     switch (url.pathname) {
+      case '/.well-known/did.json': {
+        const doc = this.plc.doc(`did:web:localhost%3A${this.port}`)
+        return doc ? json(200, doc) : json(404, { error: 'NotFound' })
+      }
       case '/xrpc/com.atproto.server.describeServer':
         this.describeCount++
         return json(200, {
@@ -253,12 +257,14 @@ export class PdsSim {
   // and (unless opts.quiet) emits #identity, #account(active) and the genesis
   // event: a #commit (opts.genesis 'commit', the default) or a #sync.
   // opts.register false: the DID is never put in the PLC (it resolves to 404).
-  async createAccount({ keyType = 'k256', handle, genesis = 'commit', quiet = false, register = true } = {}) {
+  async createAccount({ keyType = 'k256', handle, genesis = 'commit', quiet = false, register = true, didWeb = false } = {}) {
     const keypair =
       keyType === 'p256'
         ? await P256Keypair.create({ exportable: true })
         : await Secp256k1Keypair.create({ exportable: true })
-    const did = randomPlcDid()
+    // didWeb: the host's own did:web (did:web:localhost%3A<port>), its document served by this
+    // sim at /.well-known/did.json (kept in the PLC's table only to build the document).
+    const did = didWeb ? `did:web:localhost%3A${this.port}` : randomPlcDid()
     handle = handle ?? `${did.slice(8, 16)}.test`
     if (register) this.plc.register(did, { signingKey: keypair.did(), pds: this.endpoint, handle })
     const storage = new MemoryBlockstore()
