@@ -51,7 +51,7 @@ const SCENARIO_TIMEOUT_MS = {
   didweb: 60000,
 }
 const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb']
-const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 230) * 1000
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 600) * 1000
 
 let passed = 0
 let failed = 0
