@@ -25,6 +25,7 @@ struct ing_host {
 	bool reset_next;             /* the next frame starts a new chain (after FutureCursor) */
 	unsigned failures;           /* connects in a row that did not open */
 	bool offline;                /* reported offline to the store (failures >= OFFLINE_AFTER) */
+	bool blocked;                /* removed by an operator: freed once its connection has closed */
 	struct event *reconnect;
 	/* Frames that found their ring full, in arrival order ([u32 len][bytes]...), kept while the
 	   socket is paused.  A paused socket may still deliver the few messages its framing layer
@@ -42,4 +43,5 @@ void ing_crawl_request(struct bt_ctl_req *req, const char *hostname);
 struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor);
 struct ing_host *ing_host_find(const char *name);
 void ing_host_connect_now(struct ing_host *h);
+int  ing_host_block(const char *name);   /* 0, or -ENOENT */
 #endif

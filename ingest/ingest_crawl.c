@@ -91,6 +91,12 @@ static void on_probe(void *arg, int status, const char *body, size_t len, const 
 		finish(c, 503, "ServiceUnavailable", "the store did not register the host");
 		return;
 	}
+	const char *st = json_string_value(json_object_get(r, "status"));
+	if (st && !strcmp(st, "banned")) {
+		json_decref(r);
+		finish(c, 400, "HostBanned", "this host is blocked on this relay");
+		return;
+	}
 	if (!json_is_true(json_object_get(r, "existed")))
 		new_today++;
 	uint64_t cur = (uint64_t)json_integer_value(json_object_get(r, "cursor"));

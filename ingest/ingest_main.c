@@ -275,10 +275,24 @@ static void on_open(struct bt_ws *ws, void *arg)
 		h->have_cursor ? "" : ", none");
 }
 
+static void host_free(struct ing_host *h)
+{
+	event_free(h->reconnect);
+	free(h->pend);
+	free(h);
+}
+
 static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 {
 	struct ing_host *h = arg;
 	h->ws = NULL;
+	if (h->blocked) {
+		/* Its last callback: nothing refers to h any more (frames in the rings carry the host by
+		   id and name, by value). */
+		BT_INFO("%s: disconnected and removed (blocked)", h->name);
+		host_free(h);
+		return;
+	}
 	h->pend_len = 0; /* not pushed: they come again after the reconnect, from the cursor */
 	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
 	if (h->state != ING_OPEN)
@@ -327,6 +341,28 @@ static void connect_host(struct ing_host *h)
 		h->failures++;
 		schedule(h, 100);
 	}
+}
+
+/* Lesson 5: a host removed while its frames are in flight.  It leaves the table at once (no
+   new lookups, no retries); its memory goes only after its connection's last callback. */
+int ing_host_block(const char *name)
+{
+	size_t i;
+	for (i = 0; i < n_hosts && strcmp(hosts[i]->name, name); i++)
+		;
+	if (i == n_hosts)
+		return -ENOENT;
+	struct ing_host *h = hosts[i];
+	hosts[i] = hosts[--n_hosts];
+	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, n_hosts);
+	report_status(h, "banned");
+	h->blocked = true;
+	event_del(h->reconnect);
+	if (h->ws)
+		bt_ws_close(h->ws, 1008, "host blocked by the operator");
+	else
+		host_free(h);
+	return 0;
 }
 
 void ing_host_connect_now(struct ing_host *h)
@@ -403,6 +439,27 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 	const char *op = json_string_value(json_object_get(msg, "op"));
 	if (op && !strcmp(op, "requestCrawl")) {
 		ing_crawl_request(req, json_string_value(json_object_get(msg, "hostname")));
+		return;
+	}
+	if (op && !strcmp(op, "block")) {
+		const char *name = json_string_value(json_object_get(msg, "hostname"));
+		char norm[BT_HOST_MAX];
+		bool insecure;
+		if (!name || bt_host_normalize(name, bt_cfg.allow_insecure_hosts, norm, sizeof norm, &insecure, NULL) < 0) {
+			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "InvalidRequest"));
+			return;
+		}
+		if (ing_host_block(norm) < 0) {
+			/* Not subscribed now: record the ban all the same. */
+			json_t *r = bt_ctl_call(store_ep, json_pack("{s:s,s:s}", "op", "addHost", "hostname", norm), 2000);
+			json_t *id = json_object_get(r, "id");
+			if (json_is_integer(id))
+				json_decref(bt_ctl_call(store_ep, json_pack("{s:s,s:I,s:s}", "op", "hostStatus", "id",
+									   json_integer_value(id), "status", "banned"), 2000));
+			json_decref(r);
+		}
+		BT_INFO("%s: blocked by the operator", norm);
+		bt_ctl_reply(req, json_pack("{s:b}", "ok", 1));
 		return;
 	}
 	if (op && !strcmp(op, "upstreams")) {

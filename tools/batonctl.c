@@ -6,6 +6,8 @@
  *	batonctl restart ROLE [IDX]  SIGTERM a stage; the supervisor starts it again
  *	batonctl hosts               upstream hosts and committed cursors (from the store)
  *	batonctl upstreams           upstream connections (from ingest)
+ *	batonctl block HOST          disconnect and ban an upstream host (its frames already read are
+ *	                             still decided; requestCrawl of it is refused from then on)
  *	batonctl import-hosts FILE   register hosts (one per line) without the requestCrawl probe, as a
  *	                             bootstrap from a known list (like indigo's pull-hosts); ingest
  *	                             subscribes to them when it next starts
@@ -23,7 +25,7 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | import-hosts FILE\n"
+	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | import-hosts FILE\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
 }
@@ -92,6 +94,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "upstreams")) {
 		bt_params_ipc("ingest", ep, sizeof ep);
 		req = json_pack("{s:s}", "op", "upstreams");
+	} else if (!strcmp(cmd, "block") && a + 1 < argc) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s,s:s}", "op", "block", "hostname", argv[a + 1]);
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
 		return import_hosts(argv[a + 1]);
 	} else {

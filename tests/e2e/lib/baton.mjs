@@ -209,6 +209,21 @@ export class Baton {
     })
   }
 
+  // Runs `batonctl ...args`; resolves to its parsed JSON output.
+  ctl(...args) {
+    const bin = path.join(this.buildDir, 'batonctl')
+    return new Promise((resolve, reject) => {
+      execFile(bin, args, { env: this.env(), timeout: 5000 }, (err, stdout, stderr) => {
+        if (err) return reject(new Error(`batonctl ${args.join(' ')}: ${err.message} ${stderr}`.trim()))
+        try {
+          resolve(JSON.parse(stdout))
+        } catch {
+          reject(new Error(`batonctl ${args.join(' ')}: not JSON: ${stdout.slice(0, 200)}`))
+        }
+      })
+    })
+  }
+
   // Returns the stage entry {role, index, pid, state, restarts} or null.
   async stage(role, index) {
     const st = await this.status()
