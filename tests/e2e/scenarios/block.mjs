@@ -12,34 +12,17 @@
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property.
 
-import { FakePlc } from '../lib/plc.mjs'
 import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
+import { relayWithPdses } from '../lib/setup.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
 
 export const name = 'block'
 
 export async function run(checks, ctx) {
-  const plc = new FakePlc()
-  await plc.start()
-  const X = new PdsSim({ plc, name: 'X' })
-  const Y = new PdsSim({ plc, name: 'Y' })
-  await X.start()
-  await Y.start()
-  ctx.cleanup.push(() => plc.stop(), () => X.stop(), () => Y.stop())
-  const baton = new Baton({ buildDir: ctx.buildDir, tmpDir: ctx.tmp, plcUrl: plc.url })
-  ctx.cleanup.push(() => baton.stop())
-  await baton.start()
-  await baton.waitHealthy()
-  for (const p of [X, Y]) {
-    const r = await baton.requestCrawl(p.host)
-    checks.ok(`requestCrawl ${p.name} accepted`, r.status === 200, `HTTP ${r.status}`)
-    await p.waitSubscribers(1)
-  }
-  const live = new Consumer(baton.wsUrl, { name: 'live' })
-  await live.start()
-  ctx.cleanup.push(() => live.close())
+  const { plc, pdses, baton, live } = await relayWithPdses(checks, ctx, { names: ['X', 'Y'] })
+  const [X, Y] = pdses
   const before = await baton.status()
 
   const y1 = await Y.createAccount({ keyType: 'k256' })

@@ -13,36 +13,18 @@
 //   One `ok` / `not ok` line per property.
 
 import crypto from 'node:crypto'
-import { FakePlc } from '../lib/plc.mjs'
 import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
+import { relayWithPdses } from '../lib/setup.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
 
 export const name = 'garbage'
 
 export async function run(checks, ctx) {
-  const plc = new FakePlc()
-  await plc.start()
-  const bad = new PdsSim({ plc, name: 'garbage' })
-  const good = new PdsSim({ plc, name: 'good' })
-  await bad.start()
-  await good.start()
-  ctx.cleanup.push(() => plc.stop(), () => bad.stop(), () => good.stop())
-
-  const baton = new Baton({ buildDir: ctx.buildDir, tmpDir: ctx.tmp, plcUrl: plc.url })
-  ctx.cleanup.push(() => baton.stop())
-  await baton.start()
-  await baton.waitHealthy()
-  for (const p of [bad, good]) {
-    const r = await baton.requestCrawl(p.host)
-    checks.ok(`requestCrawl ${p.name} accepted`, r.status === 200, `HTTP ${r.status}`)
-    await p.waitSubscribers(1)
-  }
-  const live = new Consumer(baton.wsUrl, { name: 'live' })
-  await live.start()
-  ctx.cleanup.push(() => live.close())
+  const { pdses, baton, live } = await relayWithPdses(checks, ctx, { names: ['garbage', 'good'] })
+  const [bad, good] = pdses
   const before = await baton.status()
 
   const accounts = await createAccounts([bad, good], 3)

@@ -11,29 +11,16 @@
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property.
 
-import { FakePlc } from '../lib/plc.mjs'
 import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
+import { relayWithPdses } from '../lib/setup.mjs'
 
 export const name = 'reactivate'
 
 export async function run(checks, ctx) {
-  const plc = new FakePlc()
-  await plc.start()
-  const pds = new PdsSim({ plc, name: 'pds' })
-  await pds.start()
-  ctx.cleanup.push(() => plc.stop(), () => pds.stop())
-  const baton = new Baton({ buildDir: ctx.buildDir, tmpDir: ctx.tmp, plcUrl: plc.url })
-  ctx.cleanup.push(() => baton.stop())
-  await baton.start()
-  await baton.waitHealthy()
-  const r = await baton.requestCrawl(pds.host)
-  checks.ok('requestCrawl accepted', r.status === 200, `HTTP ${r.status}`)
-  await pds.waitSubscribers(1)
-  const live = new Consumer(baton.wsUrl, { name: 'live' })
-  await live.start()
-  ctx.cleanup.push(() => live.close())
+  const { pdses, baton, live } = await relayWithPdses(checks, ctx)
+  const pds = pdses[0]
 
   const A = await pds.createAccount({ keyType: 'k256' })
   const B = await pds.createAccount({ keyType: 'p256' })
