@@ -159,7 +159,7 @@ static struct mn *mn_new(struct ctx *c, size_t n)
 	return m;
 }
 
-static struct mn *mn_stub(struct ctx *c, const struct bt_cid *cid)
+static struct mn *mn_bare(struct ctx *c, const struct bt_cid *cid)
 {
 	struct mn *m = arena_alloc(c->a, sizeof *m);
 	if (!m)
@@ -192,7 +192,7 @@ static int read_key(struct bt_cbor_rd *r, char want)
 	return 0;
 }
 
-/* Decode block bytes into m (a stub) expected at layer L. */
+/* Decode block bytes into m (a bare node, known by CID only) expected at layer L. */
 static int mn_parse(struct ctx *c, struct mn *m, const uint8_t *p, size_t len, int layer)
 {
 	struct bt_cbor_rd r;
@@ -240,7 +240,7 @@ static int mn_parse(struct ctx *c, struct mn *m, const uint8_t *p, size_t len, i
 			return fail(c, -EBADMSG, "mst key at wrong layer");
 		keys[i].k = k;
 		keys[i].n = kn;
-		if (has_t && !(kids[i + 1] = mn_stub(c, &t)))
+		if (has_t && !(kids[i + 1] = mn_bare(c, &t)))
 			return fail(c, -E2BIG, "mst arena full");
 		prev = k;
 		prevn = kn;
@@ -249,7 +249,7 @@ static int mn_parse(struct ctx *c, struct mn *m, const uint8_t *p, size_t len, i
 	bool has_l;
 	if (read_key(&r, 'l') || bt_cbor_read_cid_or_null(&r, &l, &has_l) || r.p != r.end)
 		return bad(c);
-	if (has_l && !(kids[0] = mn_stub(c, &l)))
+	if (has_l && !(kids[0] = mn_bare(c, &l)))
 		return fail(c, -E2BIG, "mst arena full");
 	if (layer <= 0) {
 		for (size_t i = 0; i <= n; i++)
@@ -570,7 +570,7 @@ int bt_mst_invert(const struct bt_car *car, const struct bt_cid *root, const str
 	struct ctx c;
 	int rc, layer = -1;
 	ctx_init(&c, car, NULL);
-	struct mn *t = mn_stub(&c, root);
+	struct mn *t = mn_bare(&c, root);
 	if (!t) {
 		rc = NOMEM(&c);
 		goto out;
