@@ -802,10 +802,28 @@ struct bt_bell_watch {
 	int efd;
 	pthread_t th;
 	_Atomic int stop;
+	/* 1 from the eventfd write until the loop's callback has run: meanwhile the thread does not
+	   sleep on the bell, so producers find no sleeper and make no wake syscall.  One wakeup per
+	   batch the loop drains, not one per record. */
+	_Atomic uint32_t busy;
 	struct event *ev;
 	void (*cb)(void *arg);
 	void *arg;
 };
+
+/* Signal the loop, then wait (process-private futex on busy) until its callback has run. */
+static void watch_signal(struct bt_bell_watch *w)
+{
+	uint64_t one = 1;
+	atomic_store_explicit(&w->busy, 1, memory_order_release);
+	if (write(w->efd, &one, sizeof(one)) < 0) {
+		/* eventfd counter saturated: a wakeup is already pending */
+	}
+	struct timespec ts = { 1, 0 };
+	while (atomic_load_explicit(&w->busy, memory_order_acquire) &&
+	       !atomic_load_explicit(&w->stop, memory_order_acquire))
+		syscall(SYS_futex, (uint32_t *)&w->busy, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
+}
 
 static void *watch_thread(void *arg)
 {
@@ -813,20 +831,16 @@ static void *watch_thread(void *arg)
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the loop thread */
-	uint64_t one = 1;
 	uint32_t seen = bt_bell_value(w->bell);
 	/* First callback at once: work published before the watch existed is not missed. */
-	if (write(w->efd, &one, sizeof(one)) < 0) {
-		/* eventfd counter saturated: a wakeup is already pending */
-	}
+	watch_signal(w);
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+		/* Returns at once if the bell rang since `seen` (also while the loop was busy). */
 		bt_bell_wait(w->bell, seen, 1000);
 		uint32_t v = bt_bell_value(w->bell);
 		if (v != seen) {
 			seen = v;
-			if (write(w->efd, &one, sizeof(one)) < 0) {
-				/* as above */
-			}
+			watch_signal(w);
 		}
 	}
 	return NULL;
@@ -838,6 +852,8 @@ static void watch_ready(evutil_socket_t fd, short what, void *arg)
 	uint64_t n;
 	if (read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n) && n > 0)
 		w->cb(w->arg); /* however many rings were counted: one callback */
+	atomic_store_explicit(&w->busy, 0, memory_order_release);
+	syscall(SYS_futex, (uint32_t *)&w->busy, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 struct bt_bell_watch *bt_bell_watch_new(struct event_base *base, struct bt_bell *b, void (*cb)(void *arg),
@@ -875,6 +891,8 @@ void bt_bell_watch_free(struct bt_bell_watch **wp)
 		return;
 	struct bt_bell_watch *w = *wp;
 	atomic_store_explicit(&w->stop, 1, memory_order_release);
+	atomic_store_explicit(&w->busy, 0, memory_order_release);
+	syscall(SYS_futex, (uint32_t *)&w->busy, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	/* Bumping the value (not just waking) closes the race with a thread about to FUTEX_WAIT;
 	   other waiters on this bell see one spurious wakeup, which the bell contract allows. */
 	bt_bell_ring(w->bell);
