@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,7 @@ struct pend_ev {
 };
 static struct pend_ev evs[MAX_BATCH];
 static size_t n_evs;
-static struct bt_buf evbuf, valbuf, splicebuf; /* reused: no malloc per frame */
+static struct bt_buf evbuf; /* the batch's event values, reused: no malloc per frame */
 
 /* Accounts touched by the current batch: later verdicts of a DID must see earlier ones. */
 struct acct_slot {
@@ -115,27 +116,26 @@ static bool take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 	}
 	if (v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE) {
 		uint64_t seq = ++last_seq;
-		/* value = bt_ev_hdr + did + frame with the seq spliced in */
-		bt_buf_reset(&valbuf);
+		/* value = bt_ev_hdr + did + frame with the seq spliced in, built in place in evbuf,
+		   which also keeps the frame for the publish after the write (one copy in all). */
+		size_t start = evbuf.len;
 		struct bt_ev_hdr eh = { .time_ms = bt_wall_ms(), .did_len = v->did_len, .ev = v->ev };
-		bt_buf_append(&valbuf, &eh, sizeof eh);
-		bt_buf_append(&valbuf, v->did, v->did_len);
-		size_t at = valbuf.len;
-		struct bt_buf *tmp = &splicebuf;
-		bt_buf_reset(tmp);
-		if (bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, tmp) < 0) {
+		bt_buf_append(&evbuf, &eh, sizeof eh);
+		bt_buf_append(&evbuf, v->did, v->did_len);
+		size_t at = evbuf.len;
+		if (bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, &evbuf) < 0) {
 			BT_ERR("splice failed for %.*s", (int)v->did_len, v->did);
+			evbuf.len = start;
 			--last_seq;
 			return true;
 		}
-		bt_buf_append(&valbuf, tmp->p, tmp->len);
-		((struct bt_ev_hdr *)valbuf.p)->frame_len = (uint32_t)tmp->len;
+		uint32_t flen = (uint32_t)(evbuf.len - at); /* evbuf + start need not be aligned: memcpy */
+		memcpy(evbuf.p + start + offsetof(struct bt_ev_hdr, frame_len), &flen, sizeof flen);
 		char k[10];
-		bt_db_batch_put(batch, k, bt_key_event(k, seq), valbuf.p, valbuf.len);
+		bt_db_batch_put(batch, k, bt_key_event(k, seq), evbuf.p + start, evbuf.len - start);
 		evs[n_evs].seq = seq;
-		evs[n_evs].off = evbuf.len;
-		evs[n_evs].len = valbuf.len - at;
-		bt_buf_append(&evbuf, valbuf.p + at, valbuf.len - at);
+		evs[n_evs].off = at;
+		evs[n_evs].len = evbuf.len - at;
 		n_evs++;
 		apply_account(v, seq);
 		if (h) {
