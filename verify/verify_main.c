@@ -47,6 +47,7 @@
 #define TURN 512                /* frames per loop turn, so callbacks interleave */
 #define MAX_BLOCKS_BYTES 2000000
 #define FUTURE_MS (5 * 60 * 1000)
+#define DROP_LOG_PER_S 20
 
 struct bt_db *vfy_db;
 static struct event_base *base;
@@ -219,8 +220,19 @@ static void drop(uint32_t j, const struct bt_bytes *did, enum bt_drop reason, co
 		memcpy(v.did, did->p, did->n);
 	}
 	count_drop(reason);
-	BT_DEBUG("drop %s useq=%llu %.*s: %s", bt_drop_name(reason), (unsigned long long)vfy_job(j)->fr->useq,
-		 did ? (int)did->n : 0, did ? (const char *)did->p : "", why ? why : "");
+	/* Every drop is logged, up to DROP_LOG_PER_S a second for each reason (the counters have
+	   the rest), so an operator can always see why a given account's commit went missing. */
+	static uint64_t sec[BT_DROP__COUNT];
+	static unsigned n_in_sec[BT_DROP__COUNT];
+	uint64_t now_s = bt_now_ms() / 1000;
+	if (sec[reason] != now_s) {
+		sec[reason] = now_s;
+		n_in_sec[reason] = 0;
+	}
+	if (n_in_sec[reason]++ < DROP_LOG_PER_S)
+		BT_INFO("drop %s host=%u useq=%llu %.*s rev %.*s: %s", bt_drop_name(reason), vfy_job(j)->fr->host_id,
+			(unsigned long long)vfy_job(j)->fr->useq, did ? (int)did->n : 0, did ? (const char *)did->p : "",
+			did ? (int)msg.rev.n : 0, did && msg.rev.n ? (const char *)msg.rev.p : "", why ? why : "");
 	emit(j, &v, false);
 }
 

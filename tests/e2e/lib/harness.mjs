@@ -182,3 +182,18 @@ export function identityAccountDelivered(consumer, pdses) {
   }
   return problems
 }
+
+// The relay log lines that mention any DID named in problems (e.g. "missing #commit <did> ..."):
+// verify logs every drop with its reason, so a missing event explains itself.
+export function relayLinesFor(logPath, problems, max = 20) {
+  const dids = new Set()
+  for (const p of problems) for (const m of String(p).matchAll(/did:[a-z]+:[A-Za-z0-9._%:-]+/g)) dids.add(m[0])
+  if (!dids.size) return []
+  let text = ''
+  try {
+    text = fs.readFileSync(logPath, 'utf8')
+  } catch {
+    return []
+  }
+  return text.split('\n').filter((l) => [...dids].some((d) => l.includes(d))).slice(0, max)
+}

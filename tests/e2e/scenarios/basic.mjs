@@ -30,6 +30,7 @@ import {
   identityAccountDelivered,
   tuples,
   sameTuples,
+  relayLinesFor,
 } from '../lib/harness.mjs'
 
 export const name = 'basic'
@@ -99,10 +100,9 @@ export async function run(checks, ctx) {
   } catch {}
   await sleep(1500) // let late (wrong) frames arrive too
   checks.none('live: frames canonical, lexicon-valid, seq strictly increasing', live.errors)
-  checks.none(
-    `live: ${valid.length} valid events exactly once, in per-DID order, blocks intact, no forged`,
-    compareDelivery(live, valid, forged),
-  )
+  const liveProblems = compareDelivery(live, valid, forged)
+  checks.none(`live: ${valid.length} valid events exactly once, in per-DID order, blocks intact, no forged`, liveProblems)
+  for (const l of relayLinesFor(baton.logPath, liveProblems)) console.log(`#   relay: ${l}`)
   checks.none('live: #identity and #account delivered', identityAccountDelivered(live, pdses))
 
   // Replay consumers.
