@@ -92,7 +92,9 @@ int fan_health_check(char *why, size_t cap)
 {
 	fan_health_sample();
 	uint64_t now = bt_now_ms();
-	uint64_t limit_ms = (uint64_t)bt_cfg.heartbeat_timeout * 1000u;
+	/* Half the supervisor's kill timeout: health turns 503 while a stage is silent, before the
+	   supervisor kills and restarts it, not only in the instant between the two. */
+	uint64_t limit_ms = (uint64_t)bt_cfg.heartbeat_timeout * 500u;
 	struct stage st[N_SLOTS];
 	int n = stages(st, N_SLOTS);
 	for (int i = 0; i < n; i++) {
