@@ -97,7 +97,11 @@ enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT
 	X(BAD_INVERSION, "ops do not invert the new MST to prevData (Sync 1.1)") \
 	X(INACTIVE, "account is not active")                              \
 	X(DUPLICATE, "frame already has a verdict (re-delivery)")         \
-	X(QUARANTINED, "frame crashed verify twice")
+	X(QUARANTINED, "frame crashed verify twice")                      \
+	X(SYNC_REV_OLD, "#sync rev older than the stored rev")            \
+	X(BAD_RECORD, "malformed record in the ingest->verify ring")      \
+	X(TOO_BIG_VERDICT, "verdict larger than the verify->store ring's largest record") \
+	X(IDENTITY_TIMEOUT, "DID unresolved for RELAY_IDENTITY_WAIT (account desynchronized)")
 enum bt_drop {
 #define X(n, d) BT_DROP_##n,
 	BT_DROPS(X)

@@ -5,7 +5,9 @@
 #ifndef VERIFY_H
 #define VERIFY_H
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "bt_cid.h"
 #include "bt_did.h"
@@ -49,6 +51,16 @@ struct vfy_did {
 	/* FIFO of jobs waiting on this DID (identity resolution, or behind one that is) */
 	uint32_t wait_head, wait_tail;
 };
+
+/* Order of two revs (TIDs: fixed length, base32-sortable; a shorter one sorts first):
+   <0, 0, >0 as a is older than, equal to, newer than b. */
+static inline int vfy_rev_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+	if (an != bn)
+		return an < bn ? -1 : 1;
+	int c = memcmp(a, b, an);
+	return (c > 0) - (c < 0);
+}
 
 /* verify_cache.c */
 void vfy_cache_init(size_t cap);

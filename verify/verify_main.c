@@ -46,6 +46,7 @@
 #define JOBS 65536u             /* frames read but not answered, at most */
 #define TURN 512                /* frames per loop turn, so callbacks interleave */
 #define MAX_BLOCKS_BYTES 2000000
+#define MAX_SYNC_BLOCKS_BYTES 10000 /* lexicon: #sync blocks hold just the signed commit */
 #define FUTURE_MS (5 * 60 * 1000)
 #define DROP_LOG_PER_S 20
 
@@ -259,7 +260,11 @@ static enum run refetch_once(uint32_t j, struct vfy_did *d, enum bt_drop reason,
 	return RUN_DONE;
 }
 
-static enum run accept_frame(uint32_t j, struct vfy_did *d, enum bt_ev ev, uint8_t flags, const struct bt_commit *c)
+/* Write an accept verdict for job j.  Returns false if it became a drop instead (the frame
+   could not be re-encoded, or the verdict is too big for the output ring): the caller applies
+   the frame to the DID's state only when this returns true, so verify's view never runs ahead
+   of what the store will commit. */
+static bool accept_frame(uint32_t j, struct vfy_did *d, enum bt_ev ev, uint8_t flags, const struct bt_commit *c)
 {
 	struct bt_rec_verdict v;
 	memset(&v, 0, sizeof v);
@@ -287,12 +292,12 @@ static enum run accept_frame(uint32_t j, struct vfy_did *d, enum bt_ev ev, uint8
 	size_t seq_off;
 	if (bt_fh_encode_noseq(&msg, &enc, &seq_off) < 0 || seq_off == SIZE_MAX) {
 		drop(j, &msg.did, BT_DROP_BAD_FRAME, "re-encoding failed");
-		return RUN_DONE;
+		return false;
 	}
 	v.seq_off = (uint32_t)seq_off;
 	bt_stat_add(bt_proc.stats, BT_STAT_ACCEPTED, 1);
 	emit(j, &v, true);
-	return RUN_DONE;
+	return true;
 }
 
 /* #commit and #sync: everything up to (not including) the identity-dependent checks. */
@@ -301,7 +306,8 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 	const char *why = NULL;
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
 	bool is_commit = msg.type == BT_FH_COMMIT;
-	if (msg.blocks.n > MAX_BLOCKS_BYTES || (is_commit && (msg.rebase || msg.too_big))) {
+	if (msg.blocks.n > (is_commit ? MAX_BLOCKS_BYTES : MAX_SYNC_BLOCKS_BYTES) ||
+	    (is_commit && (msg.rebase || msg.too_big))) {
 		drop(j, &msg.did, BT_DROP_TOO_BIG, "blocks too big, or rebase/tooBig set");
 		return RUN_DONE;
 	}
@@ -331,8 +337,12 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 	}
 	vfy_acct_load(d, vfy_db);
 	size_t stored = strlen(d->rev);
-	if (stored && (msg.rev.n < stored || (msg.rev.n == stored && memcmp(msg.rev.p, d->rev, stored) <= 0))) {
-		drop(j, &msg.did, BT_DROP_REV_OLD, d->rev);
+	/* A #commit must be newer than the stored rev.  A #sync states the repo's current state:
+	   it is forwarded when its rev is not older (@atproto/pds emits one with the first commit's
+	   rev at every createAccount, and indigo forwards every #sync). */
+	int cmp = stored ? vfy_rev_cmp((const char *)msg.rev.p, msg.rev.n, d->rev, stored) : 1;
+	if (is_commit ? cmp <= 0 : cmp < 0) {
+		drop(j, &msg.did, is_commit ? BT_DROP_REV_OLD : BT_DROP_SYNC_REV_OLD, d->rev);
 		return RUN_DONE;
 	}
 	int64_t us = bt_tid_micros((const char *)msg.rev.p, msg.rev.n);
@@ -386,10 +396,13 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 			bt_stat_add(bt_proc.stats, BT_STAT_DISCONTINUITIES, 1);
 		}
 	}
-	memcpy(d->rev, msg.rev.p, msg.rev.n);
-	d->rev[msg.rev.n] = 0;
-	d->data = c.data;
-	return accept_frame(j, d, is_commit ? BT_EV_COMMIT : BT_EV_SYNC, flags, &c);
+	/* The accepted #commit or #sync is the account's new state: the next #commit chains from it. */
+	if (accept_frame(j, d, is_commit ? BT_EV_COMMIT : BT_EV_SYNC, flags, &c)) {
+		memcpy(d->rev, msg.rev.p, msg.rev.n);
+		d->rev[msg.rev.n] = 0;
+		d->data = c.data;
+	}
+	return RUN_DONE;
 }
 
 /* Decide job j (msg holds its decoded frame). */
@@ -413,7 +426,8 @@ static enum run run_job(uint32_t j, struct vfy_did *d)
 		/* The document changed: resolve it again before the next commit. */
 		if (d->ist == VI_OK)
 			d->id_expires_ms = 0;
-		return accept_frame(j, d, BT_EV_IDENTITY, 0, NULL);
+		accept_frame(j, d, BT_EV_IDENTITY, 0, NULL);
+		return RUN_DONE;
 	case BT_FH_ACCOUNT:
 		if (d->ist == VI_FAILED && bt_now_ms() < d->id_expires_ms) {
 			drop(j, &msg.did, BT_DROP_NO_IDENTITY, "resolution failed");
@@ -424,10 +438,12 @@ static enum run run_job(uint32_t j, struct vfy_did *d)
 		if (strlen(d->id.pds_host) != fr->host_len || memcmp(d->id.pds_host, fr->host, fr->host_len))
 			return refetch_once(j, d, BT_DROP_WRONG_HOST, d->id.pds_host);
 		vfy_acct_load(d, vfy_db);
-		d->active = msg.active;
-		snprintf(d->status, sizeof d->status, "%.*s", msg.has_status ? (int)msg.status.n : 0,
-			 msg.has_status ? (const char *)msg.status.p : "");
-		return accept_frame(j, d, BT_EV_ACCOUNT, 0, NULL);
+		if (accept_frame(j, d, BT_EV_ACCOUNT, 0, NULL)) {
+			d->active = msg.active;
+			snprintf(d->status, sizeof d->status, "%.*s", msg.has_status ? (int)msg.status.n : 0,
+				 msg.has_status ? (const char *)msg.status.p : "");
+		}
+		return RUN_DONE;
 	default:
 		drop(j, &msg.did, BT_DROP_UNKNOWN_TYPE, "type not forwarded");
 		return RUN_DONE;

@@ -254,10 +254,12 @@ export class PdsSim {
   }
 
   // Creates an account: keyType 'k256' | 'p256'. Registers the DID in the PLC
-  // and (unless opts.quiet) emits #identity, #account(active) and the genesis
-  // event: a #commit (opts.genesis 'commit', the default) or a #sync.
+  // and (unless opts.quiet) emits what @atproto/pds's createAccount sequences:
+  // #identity, #account(active), the genesis #commit and then a #sync of that
+  // same commit (same rev). opts.genesis 'sync': only the #sync, no #commit;
+  // opts.sync false: no #sync after the genesis #commit.
   // opts.register false: the DID is never put in the PLC (it resolves to 404).
-  async createAccount({ keyType = 'k256', handle, genesis = 'commit', quiet = false, register = true, didWeb = false } = {}) {
+  async createAccount({ keyType = 'k256', handle, genesis = 'commit', sync = true, quiet = false, register = true, didWeb = false } = {}) {
     const keypair =
       keyType === 'p256'
         ? await P256Keypair.create({ exportable: true })
@@ -270,7 +272,9 @@ export class PdsSim {
     const storage = new MemoryBlockstore()
     const init = await Repo.formatInitCommit(storage, did, keypair, [])
     const repo = await Repo.createFromCommit(storage, init)
+    const genesisBytes = await storage.getBytes(init.cid)
     const acct = {
+      genesis: { cid: init.cid, rev: init.rev, bytes: genesisBytes },
       did,
       handle,
       keyType,
@@ -314,6 +318,7 @@ export class PdsSim {
             blocksHash: sha256hex(blocks),
           },
         )
+        if (sync) await this.emitSync(acct)
       }
     }
     return acct
@@ -519,26 +524,84 @@ export class PdsSim {
     return this.#emit('#account', body, { did: acct.did, valid: true, kind: 'account', active })
   }
 
-  // Emits #sync for the account's current commit (CAR holding just the commit).
+  // Emits #sync for the account's current commit (CAR holding just the commit), as
+  // @atproto/pds does at createAccount and activateAccount.
   emitSync(acct) {
     return this.#serial(acct, async () => {
       const bytes = await acct.storage.getBytes(acct.repo.cid)
-      const bm = new BlockMap()
-      bm.set(acct.repo.cid, bytes)
-      const blocks = await blocksToCarFile(acct.repo.cid, bm)
-      this.#emit(
-        '#sync',
-        { did: acct.did, blocks, rev: acct.repo.commit.rev, time: new Date().toISOString() },
-        {
-          did: acct.did,
-          rev: acct.repo.commit.rev,
-          commit: acct.repo.cid.toString(),
-          valid: true,
-          kind: 'sync',
-          blocksHash: sha256hex(blocks),
-        },
+      return this.#emitSyncOf(acct, acct.repo.cid, bytes, acct.repo.commit.rev, { valid: true, kind: 'sync' })
+    })
+  }
+
+  async #emitSyncOf(acct, cid, commitBytes, rev, meta, extraBlocks = null) {
+    const bm = new BlockMap()
+    bm.set(cid, commitBytes)
+    if (extraBlocks) bm.addMap(extraBlocks)
+    const blocks = await blocksToCarFile(cid, bm)
+    this.#emit(
+      '#sync',
+      { did: acct.did, blocks, rev, time: new Date().toISOString() },
+      { did: acct.did, rev, commit: cid.toString(), blocksHash: sha256hex(blocks), ...meta },
+    )
+    return this.sent[this.sent.length - 1]
+  }
+
+  // The repo is replaced by a new state (a fresh repository holding nRecords new records,
+  // signed with a new rev), announced with a #sync only, as a PDS does after a repair or an
+  // import: later #commits chain from it (since = its rev, prevData = its data).
+  resetRepo(acct, nRecords = 2) {
+    return this.#serial(acct, async () => {
+      const writes = []
+      for (let i = 0; i < nRecords; i++) {
+        const collection = COLLECTIONS[i % COLLECTIONS.length]
+        const rkey = TID.nextStr()
+        writes.push({ action: 'create', collection, rkey, record: recordFor(collection, rkey) })
+      }
+      const storage = new MemoryBlockstore()
+      const init = await Repo.formatInitCommit(storage, acct.did, acct.keypair, writes)
+      acct.storage = storage
+      acct.repo = await Repo.createFromCommit(storage, init)
+      acct.revs.push(init.rev)
+      acct.paths = writes.map((w) => `${w.collection}/${w.rkey}`)
+      const bytes = await storage.getBytes(init.cid)
+      return this.#emitSyncOf(acct, init.cid, bytes, init.rev, { valid: true, kind: 'reset' })
+    })
+  }
+
+  // Forged #sync events (never applied), mode:
+  //   'old'    the account's genesis commit again, correctly signed, with its (older) rev;
+  //   'badsig' the current data under a new rev, signed with another key;
+  //   'big'    a correctly signed new-rev commit of the current data, but the CAR carries
+  //            extra blocks past the lexicon's 10,000 bytes;
+  //   'future' a correctly signed commit whose rev is an hour ahead.
+  forgeSync(acct, mode) {
+    return this.#serial(acct, async () => {
+      if (mode === 'old') {
+        const first = acct.genesis
+        return this.#emitSyncOf(acct, first.cid, first.bytes, first.rev, { valid: false, kind: 'sync-old' })
+      }
+      const key =
+        mode === 'badsig'
+          ? acct.keyType === 'p256'
+            ? await P256Keypair.create()
+            : await Secp256k1Keypair.create()
+          : acct.keypair
+      const rev = mode === 'future' ? TID.fromTime((Date.now() + 3600 * 1000) * 1000, 0).toString() : TID.nextStr()
+      const commit = await signCommit(
+        { did: acct.did, version: 3, rev, prev: null, data: acct.repo.commit.data },
+        key,
       )
-      return this.sent[this.sent.length - 1]
+      const bytes = cborEncode(commit)
+      const cid = await cidForCbor(bytes)
+      let extra = null
+      if (mode === 'big') {
+        extra = new BlockMap()
+        for (let i = 0; i < 3; i++) {
+          const b = cborEncode({ pad: crypto.randomBytes(4000) })
+          extra.set(await cidForCbor(b), b)
+        }
+      }
+      return this.#emitSyncOf(acct, cid, bytes, rev, { valid: false, kind: `sync-${mode}` }, extra)
     })
   }
 
