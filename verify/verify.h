@@ -22,11 +22,12 @@ struct vfy_job {
 	uint64_t start_pos, end_pos;      /* input ring positions of this record */
 	const struct bt_rec_frame *fr;    /* in the input ring: valid until released */
 	const uint8_t *frame;
-	uint32_t next;                    /* next job waiting on the same DID, or VFY_NONE */
+	uint64_t next;                    /* next job waiting on the same DID, or VFY_NONE */
 	bool done;
 	bool re_resolved;                 /* this job already triggered a fresh resolution */
 };
-#define VFY_NONE UINT32_MAX
+/* Job ids count every frame read (64 bits: never wrap, so no id ever equals VFY_NONE). */
+#define VFY_NONE UINT64_MAX
 
 enum vfy_ident_state { VI_NONE, VI_RESOLVING, VI_OK, VI_FAILED };
 
@@ -49,7 +50,7 @@ struct vfy_did {
 	bool checking;             /* a status check is in flight; the DID's frames wait */
 	uint64_t status_checked_ms;
 	/* FIFO of jobs waiting on this DID (identity resolution, or behind one that is) */
-	uint32_t wait_head, wait_tail;
+	uint64_t wait_head, wait_tail;
 };
 
 /* Order of two revs (TIDs: fixed length, base32-sortable; a shorter one sorts first):
@@ -65,12 +66,12 @@ static inline int vfy_rev_cmp(const char *a, size_t an, const char *b, size_t bn
 /* verify_cache.c */
 void vfy_cache_init(size_t cap);
 struct vfy_did *vfy_did_get(const char *did, size_t n, bool create); /* touches LRU; NULL if full of busy entries */
-void vfy_did_wait(struct vfy_did *d, uint32_t job);
+void vfy_did_wait(struct vfy_did *d, uint64_t job);
 bool vfy_did_busy(const struct vfy_did *d);
 void vfy_acct_load(struct vfy_did *d, struct bt_db *db);
 
 /* verify_main.c */
-struct vfy_job *vfy_job(uint32_t j);
+struct vfy_job *vfy_job(uint64_t j);
 void vfy_resume(struct vfy_did *d);     /* run the DID's waiting jobs after a resolution */
 void vfy_resolve(struct vfy_did *d);    /* start (or restart) resolving d */
 extern struct bt_db *vfy_db;

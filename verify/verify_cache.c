@@ -100,7 +100,7 @@ struct vfy_did *vfy_did_get(const char *did, size_t n, bool create)
 	return d;
 }
 
-void vfy_did_wait(struct vfy_did *d, uint32_t job)
+void vfy_did_wait(struct vfy_did *d, uint64_t job)
 {
 	vfy_job(job)->next = VFY_NONE;
 	if (d->wait_head == VFY_NONE)

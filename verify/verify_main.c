@@ -58,7 +58,7 @@ static struct bt_fetch *fetch_web; /* did:web: public addresses on 80/443 only (
 static struct bt_fetch *fetch_web_public; /* PDS status checks: public addresses only, always */
 static struct bt_fetch *fetch_local;      /* PDS status checks of localhost:PORT hosts (insecure mode) */
 static struct vfy_job jobs[JOBS];
-static uint32_t jhead, jtail;    /* jobs[jhead..jtail) are in flight, oldest first */
+static uint64_t jhead, jtail;    /* jobs[jhead..jtail) are in flight, oldest first */
 static uint64_t rpos;            /* next input record to read */
 static struct bt_fh_msg msg;     /* decoded frame (large: static, reused) */
 static struct bt_car car;
@@ -69,7 +69,7 @@ static struct bt_bell_watch *watch;
 /* Verdicts that found the output ring full, in order; they go first when it drains. */
 struct ovf {
 	struct ovf *next;
-	uint32_t job;
+	uint64_t job;
 	size_t len;
 	uint8_t data[];
 };
@@ -117,9 +117,9 @@ static bool is_poison(uint64_t start_pos)
 }
 
 /* Keep the frame for inspection under RELAY_DATA_DIR/quarantine and drop it. */
-static void quarantine(uint32_t j);
+static void quarantine(uint64_t j);
 
-struct vfy_job *vfy_job(uint32_t j)
+struct vfy_job *vfy_job(uint64_t j)
 {
 	return &jobs[j & (JOBS - 1)];
 }
@@ -170,7 +170,7 @@ static void flush_ovf(void)
 }
 
 /* Write the verdict for job j; the frame bytes (accept only) are in enc. */
-static void emit(uint32_t j, struct bt_rec_verdict *v, bool with_frame)
+static void emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 {
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
 	v->host_id = fr->host_id;
@@ -211,7 +211,7 @@ static void emit(uint32_t j, struct bt_rec_verdict *v, bool with_frame)
 	event_add(ev_retry, &(struct timeval){ 0, 2000 });
 }
 
-static void drop(uint32_t j, const struct bt_bytes *did, enum bt_drop reason, const char *why)
+static void drop(uint64_t j, const struct bt_bytes *did, enum bt_drop reason, const char *why)
 {
 	struct bt_rec_verdict v;
 	memset(&v, 0, sizeof v);
@@ -248,7 +248,7 @@ static bool id_usable(const struct vfy_did *d)
 }
 
 /* Ask for a fresh document before giving up on a signature or host mismatch, once per job. */
-static enum run refetch_once(uint32_t j, struct vfy_did *d, enum bt_drop reason, const char *why)
+static enum run refetch_once(uint64_t j, struct vfy_did *d, enum bt_drop reason, const char *why)
 {
 	struct vfy_job *job = vfy_job(j);
 	if (!job->re_resolved && bt_now_ms() - d->id_fetched_ms > 1000) {
@@ -264,7 +264,7 @@ static enum run refetch_once(uint32_t j, struct vfy_did *d, enum bt_drop reason,
    could not be re-encoded, or the verdict is too big for the output ring): the caller applies
    the frame to the DID's state only when this returns true, so verify's view never runs ahead
    of what the store will commit. */
-static bool accept_frame(uint32_t j, struct vfy_did *d, enum bt_ev ev, uint8_t flags, const struct bt_commit *c)
+static bool accept_frame(uint64_t j, struct vfy_did *d, enum bt_ev ev, uint8_t flags, const struct bt_commit *c)
 {
 	struct bt_rec_verdict v;
 	memset(&v, 0, sizeof v);
@@ -301,7 +301,7 @@ static bool accept_frame(uint32_t j, struct vfy_did *d, enum bt_ev ev, uint8_t f
 }
 
 /* #commit and #sync: everything up to (not including) the identity-dependent checks. */
-static enum run check_repo_event(uint32_t j, struct vfy_did *d)
+static enum run check_repo_event(uint64_t j, struct vfy_did *d)
 {
 	const char *why = NULL;
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
@@ -406,7 +406,7 @@ static enum run check_repo_event(uint32_t j, struct vfy_did *d)
 }
 
 /* Decide job j (msg holds its decoded frame). */
-static enum run run_job(uint32_t j, struct vfy_did *d)
+static enum run run_job(uint64_t j, struct vfy_did *d)
 {
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
 	if (bt_cfg.fault_crash_did[0] && strlen(bt_cfg.fault_crash_did) == d->did_len &&
@@ -450,7 +450,7 @@ static enum run run_job(uint32_t j, struct vfy_did *d)
 	}
 }
 
-static int decode_job(uint32_t j, const char **why)
+static int decode_job(uint64_t j, const char **why)
 {
 	struct vfy_job *job = vfy_job(j);
 	return bt_fh_decode(job->frame, job->fr->frame_len, &msg, why);
@@ -459,7 +459,7 @@ static int decode_job(uint32_t j, const char **why)
 void vfy_resume(struct vfy_did *d)
 {
 	while (d->wait_head != VFY_NONE) {
-		uint32_t j = d->wait_head;
+		uint64_t j = d->wait_head;
 		enum run r = RUN_DONE;
 		mark(vfy_job(j)->start_pos);
 		if (decode_job(j, NULL) < 0)
@@ -589,7 +589,7 @@ void vfy_resolve(struct vfy_did *d)
 	bt_stat_add(bt_proc.stats, BT_STAT_RESOLVES, 1);
 }
 
-static void quarantine(uint32_t j)
+static void quarantine(uint64_t j)
 {
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
 	char dir[PATH_MAX], path[PATH_MAX + 64];
@@ -639,7 +639,7 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		if (bt_ring_read(in, &pos, &type, &p, &len) < 0)
 			break;
 		const struct bt_rec_frame *fr = p;
-		uint32_t j = jtail;
+		uint64_t j = jtail;
 		struct vfy_job *job = vfy_job(j);
 		memset(job, 0, sizeof *job);
 		job->start_pos = rpos;
