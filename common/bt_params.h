@@ -53,7 +53,9 @@
 	X(DUR, attach_wait, "RELAY_ATTACH_WAIT", "30", 0, 3600,                                         \
 	  "how long a stage waits for the supervisor's shared-memory segment to appear")            \
 	X(STR, fault_crash_did, "RELAY_FAULT_CRASH_DID", "", 0, 0,                                      \
-	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)")
+	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)") \
+	X(BOOL, fault_crash_decode, "RELAY_FAULT_CRASH_DECODE", "false", 0, 0,                           \
+	  "fault injection for tests: with RELAY_FAULT_CRASH_DID, verify aborts inside decoding (any frame whose bytes hold that DID) instead of after (never set it in production)")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

@@ -169,10 +169,22 @@ static void flush_ovf(void)
 		event_active(ev_read, 0, 0);
 }
 
-/* Write the verdict for job j; the frame bytes (accept only) are in enc. */
-static void emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
+static void drop(uint64_t j, const struct bt_bytes *did, enum bt_drop reason, const char *why);
+
+/* Write the verdict for job j; the frame bytes (accept only) are in enc.  An accept too big for
+   the output ring's largest record would be retried forever: it becomes a drop verdict
+   too_big_verdict (which always fits) and -EMSGSIZE is returned. */
+static int emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 {
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
+	if (with_frame && sizeof *v + enc.len > bt_ring_max_record(out)) {
+		struct bt_bytes did = { (const uint8_t *)v->did, v->did_len };
+		char why[96];
+		snprintf(why, sizeof why, "verdict of %zu bytes, the ring takes %zu", sizeof *v + enc.len,
+			 bt_ring_max_record(out));
+		drop(j, &did, BT_DROP_TOO_BIG_VERDICT, why);
+		return -EMSGSIZE;
+	}
 	v->host_id = fr->host_id;
 	v->useq = fr->useq;
 	v->prev_useq = fr->prev_useq;
@@ -190,7 +202,7 @@ static void emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 			bt_ring_commit(out);
 			vfy_job(j)->done = true;
 			bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
-			return;
+			return 0;
 		}
 		bt_stat_add(bt_proc.stats, BT_STAT_RING_FULL, 1);
 	}
@@ -209,6 +221,7 @@ static void emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 		ovf_head = o;
 	ovf_tail = o;
 	event_add(ev_retry, &(struct timeval){ 0, 2000 });
+	return 0;
 }
 
 static void drop(uint64_t j, const struct bt_bytes *did, enum bt_drop reason, const char *why)
@@ -295,8 +308,9 @@ static bool accept_frame(uint64_t j, struct vfy_did *d, enum bt_ev ev, uint8_t f
 		return false;
 	}
 	v.seq_off = (uint32_t)seq_off;
+	if (emit(j, &v, true) < 0)
+		return false;
 	bt_stat_add(bt_proc.stats, BT_STAT_ACCEPTED, 1);
-	emit(j, &v, true);
 	return true;
 }
 
@@ -450,10 +464,22 @@ static enum run run_job(uint64_t j, struct vfy_did *d)
 	}
 }
 
+/* Decode a frame into msg.  The fault hook RELAY_FAULT_CRASH_DECODE stands for a decoder bug:
+   it aborts before the frame is parsed, so nothing about the frame (not even its DID) is known. */
+static int decode_frame(const uint8_t *frame, size_t n, const char **why)
+{
+	if (bt_cfg.fault_crash_decode && bt_cfg.fault_crash_did[0] &&
+	    memmem(frame, n, bt_cfg.fault_crash_did, strlen(bt_cfg.fault_crash_did))) {
+		BT_ERR("fault injection: crashing while decoding a frame of %s", bt_cfg.fault_crash_did);
+		abort();
+	}
+	return bt_fh_decode(frame, n, &msg, why);
+}
+
 static int decode_job(uint64_t j, const char **why)
 {
 	struct vfy_job *job = vfy_job(j);
-	return bt_fh_decode(job->frame, job->fr->frame_len, &msg, why);
+	return decode_frame(job->frame, job->fr->frame_len, why);
 }
 
 void vfy_resume(struct vfy_did *d)
@@ -649,34 +675,54 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		    fr->host_len > BT_HOST_MAX) {
 			BT_LOG_EVERY(BT_LOG_ERROR, "malformed record in the input ring (type %u, len %zu)", type, len);
 			rpos = pos;
-			job->done = true;
 			jtail++;
+			if (type == BT_REC_FRAME && len >= sizeof *fr) {
+				/* Its host and upstream seq are readable: a drop verdict lets the store
+				   chain past it, or the host's cursor would freeze here. */
+				job->fr = fr;
+				n++;
+				bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
+				drop(j, NULL, BT_DROP_BAD_RECORD, "malformed input record");
+			} else {
+				job->done = true; /* nothing to chain it by; counted */
+				count_drop(BT_DROP_BAD_RECORD);
+			}
 			continue;
 		}
-		const char *why = NULL;
-		int rc = bt_fh_decode((const uint8_t *)(fr + 1), fr->frame_len, &msg, &why);
-		struct vfy_did *d = rc == 0 ? vfy_did_get((const char *)msg.did.p, msg.did.n, true) : NULL;
-		if (rc == 0 && !d && msg.did.n > 0 && msg.did.n < BT_DID_MAX)
-			break; /* every cached DID is busy: wait for resolutions to finish */
-		rpos = pos;
 		job->fr = fr;
 		job->frame = (const uint8_t *)(fr + 1);
+		/* The crash marker goes up before decoding: a frame that crashes the decoder is
+		   recognised by the next incarnation, and the third one quarantines it unread. */
+		if (is_poison(job->start_pos)) {
+			rpos = pos;
+			jtail++;
+			n++;
+			bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
+			quarantine(j);
+			continue;
+		}
+		mark(job->start_pos);
+		const char *why = NULL;
+		int rc = decode_frame(job->frame, fr->frame_len, &why);
+		struct vfy_did *d = rc == 0 ? vfy_did_get((const char *)msg.did.p, msg.did.n, true) : NULL;
+		if (rc == 0 && !d && msg.did.n > 0 && msg.did.n < BT_DID_MAX) {
+			unmark();
+			break; /* every cached DID is busy: wait for resolutions to finish */
+		}
+		rpos = pos;
 		jtail++;
 		n++;
 		bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
 		if (rc < 0 || !d) {
 			drop(j, NULL, BT_DROP_BAD_FRAME, why ? why : "no did");
-			continue;
-		}
-		if (is_poison(job->start_pos)) {
-			quarantine(j);
+			unmark();
 			continue;
 		}
 		if (d->wait_head != VFY_NONE) {
+			unmark();
 			vfy_did_wait(d, j); /* behind an earlier frame of the same DID */
 			continue;
 		}
-		mark(job->start_pos);
 		enum run r = run_job(j, d);
 		unmark();
 		if (r == RUN_WAIT) {
