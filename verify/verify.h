@@ -22,6 +22,8 @@ struct vfy_job {
 	uint64_t start_pos, end_pos;      /* input ring positions of this record */
 	const struct bt_rec_frame *fr;    /* in the input ring: valid until released */
 	const uint8_t *frame;
+	struct vfy_did *d;                /* the frame's DID, NULL if it has none (bad frame) */
+	uint64_t read_ms;                 /* when it was read from the ring */
 	uint64_t next;                    /* next job waiting on the same DID, or VFY_NONE */
 	bool done;
 	bool re_resolved;                 /* this job already triggered a fresh resolution */
@@ -51,6 +53,11 @@ struct vfy_did {
 	uint64_t status_checked_ms;
 	/* FIFO of jobs waiting on this DID (identity resolution, or behind one that is) */
 	uint64_t wait_head, wait_tail;
+	/* Output ring position after this DID's last verdict (UINT64_MAX while that verdict waits
+	   in the overflow queue).  The store releases the ring only after its RocksDB write, so
+	   while the ring's tail is below it the DID has uncommitted verdicts and RocksDB holds an
+	   older state than this entry: it must not be evicted. */
+	uint64_t out_end;
 };
 
 /* Order of two revs (TIDs: fixed length, base32-sortable; a shorter one sorts first):
@@ -72,6 +79,7 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db);
 
 /* verify_main.c */
 struct vfy_job *vfy_job(uint64_t j);
+uint64_t vfy_out_committed(void);       /* the output ring's tail: verdicts before it are in RocksDB */
 void vfy_resume(struct vfy_did *d);     /* run the DID's waiting jobs after a resolution */
 void vfy_resolve(struct vfy_did *d);    /* start (or restart) resolving d */
 extern struct bt_db *vfy_db;

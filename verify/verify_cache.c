@@ -17,8 +17,31 @@
 static struct vfy_did **buckets;
 static size_t n_buckets, n_entries, cap_entries;
 static struct vfy_did lru; /* sentinel: lru.lru_next = most recent */
-static bool evicted;       /* an entry was evicted since the view last caught up */
-static uint64_t caught_up_ms;
+/* DIDs evicted since the RocksDB view last caught up, as a 2-bit-per-DID filter (a false
+   positive costs one extra catch-up).  Only such a DID can come back with a state newer than
+   the view's: an evicted DID had all its verdicts committed (vfy_did_busy), so a catch-up
+   after its eviction sees its latest state. */
+#define EVICTED_BITS (1u << 16)
+static uint64_t evicted_since[EVICTED_BITS / 64];
+static unsigned n_evicted_since;
+
+static void evicted_mark(const char *did, size_t n)
+{
+	uint64_t h = bt_hash_did(did, n);
+	evicted_since[(h % EVICTED_BITS) / 64] |= 1ull << (h % 64);
+	h >>= 32;
+	evicted_since[(h % EVICTED_BITS) / 64] |= 1ull << (h % 64);
+	n_evicted_since++;
+}
+
+static bool evicted_test(const char *did, size_t n)
+{
+	if (!n_evicted_since)
+		return false;
+	uint64_t h = bt_hash_did(did, n), h2 = h >> 32;
+	return (evicted_since[(h % EVICTED_BITS) / 64] >> (h % 64) & 1) &&
+	       (evicted_since[(h2 % EVICTED_BITS) / 64] >> (h2 % 64) & 1);
+}
 
 void vfy_cache_init(size_t cap)
 {
@@ -48,7 +71,7 @@ static void lru_front(struct vfy_did *d)
 
 bool vfy_did_busy(const struct vfy_did *d)
 {
-	return d->wait_head != VFY_NONE || d->ist == VI_RESOLVING || d->checking;
+	return d->wait_head != VFY_NONE || d->ist == VI_RESOLVING || d->checking || d->out_end > vfy_out_committed();
 }
 
 static void evict_one(void)
@@ -61,10 +84,10 @@ static void evict_one(void)
 			pp = &(*pp)->hnext;
 		*pp = d->hnext;
 		lru_unlink(d);
+		evicted_mark(d->did, d->did_len);
 		bt_identity_clear(&d->id);
 		free(d);
 		n_entries--;
-		evicted = true;
 		return;
 	}
 }
@@ -117,14 +140,13 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db)
 	d->acct_loaded = true;
 	if (!db)
 		return;
-	/* Once entries have been evicted, a DID may come back whose latest state the store
-	   committed after our view last caught up: catch up first, at most every 2 s.  So an
-	   evicted DID is checked against state at most 2 s old; being the least recently used,
-	   an evicted DID has normally not been seen for far longer than that. */
-	if (evicted && bt_now_ms() - caught_up_ms > 2000) {
-		bt_db_catch_up(db);
-		caught_up_ms = bt_now_ms();
-		evicted = false;
+	/* A DID evicted since the view last caught up may have had its last verdicts committed
+	   after that: catch up first (never throttled: a stale view would accept a re-sent
+	   commit twice, or a deactivated account).  A DID not evicted since is current in the
+	   view: this process alone decides it. */
+	if (evicted_test(d->did, d->did_len) && bt_db_catch_up(db) == 0) {
+		memset(evicted_since, 0, sizeof evicted_since);
+		n_evicted_since = 0;
 	}
 	char k[BT_DID_MAX + 2];
 	struct bt_acct_rec a;

@@ -124,6 +124,11 @@ struct vfy_job *vfy_job(uint64_t j)
 	return &jobs[j & (JOBS - 1)];
 }
 
+uint64_t vfy_out_committed(void)
+{
+	return bt_ring_tail(out);
+}
+
 static void count_drop(enum bt_drop r)
 {
 	atomic_fetch_add_explicit(&bt_proc.stats->drops[r], 1, memory_order_relaxed);
@@ -157,6 +162,8 @@ static void flush_ovf(void)
 	while (ovf_head && ring_put(ovf_head->data, ovf_head->len)) {
 		struct ovf *o = ovf_head;
 		vfy_job(o->job)->done = true;
+		if (vfy_job(o->job)->d)
+			vfy_job(o->job)->d->out_end = bt_ring_head(out);
 		ovf_head = o->next;
 		if (!ovf_head)
 			ovf_tail = NULL;
@@ -201,6 +208,8 @@ static int emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 				memcpy((uint8_t *)dst + sizeof *v, enc.p, enc.len);
 			bt_ring_commit(out);
 			vfy_job(j)->done = true;
+			if (vfy_job(j)->d)
+				vfy_job(j)->d->out_end = bt_ring_head(out);
 			bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
 			return 0;
 		}
@@ -220,6 +229,8 @@ static int emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 	else
 		ovf_head = o;
 	ovf_tail = o;
+	if (vfy_job(j)->d)
+		vfy_job(j)->d->out_end = UINT64_MAX; /* uncommitted until it is in the ring and past it */
 	event_add(ev_retry, &(struct timeval){ 0, 2000 });
 	return 0;
 }
@@ -712,6 +723,8 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		rpos = pos;
 		jtail++;
 		n++;
+		job->d = d;
+		job->read_ms = bt_now_ms();
 		bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
 		if (rc < 0 || !d) {
 			drop(j, NULL, BT_DROP_BAD_FRAME, why ? why : "no did");

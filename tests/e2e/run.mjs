@@ -52,8 +52,9 @@ const SCENARIO_TIMEOUT_MS = {
   block: 60000,
   quarantine: 60000,
   sync: 60000,
+  evict: 75000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 600) * 1000
 
 let passed = 0

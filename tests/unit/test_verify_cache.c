@@ -10,7 +10,7 @@
  *	2. at the bound, the least recently used idle DID is evicted; a DID with frames waiting,
  *	   a resolution in flight, or a verdict the store has not committed yet (its last
  *	   verdict ends past the output ring's tail) is never evicted; once the store commits,
- *	   it can be.
+ *	   it can be, and coming back it is marked for a reload after a catch-up.
  * DIAGNOSTICS
  *	Prints "N passed, N failed".
  */
@@ -19,6 +19,12 @@
 #include "../../verify/verify_cache.c"
 
 static struct vfy_job tjobs[8];
+static uint64_t committed; /* the output ring's tail, as the store left it */
+
+uint64_t vfy_out_committed(void)
+{
+	return committed;
+}
 
 struct vfy_job *vfy_job(uint64_t j)
 {
@@ -46,11 +52,59 @@ static void test_wait_ids(void)
 	vfy_did_wait(e, 0xFFFFFFFFu);
 	CHECK(e->wait_head != VFY_NONE);
 	CHECK(vfy_did_busy(e));
+	/* Idle again (as vfy_resume leaves them), so the next test can evict them. */
+	d->wait_head = d->wait_tail = e->wait_head = e->wait_tail = VFY_NONE;
+}
+
+static struct vfy_did *get(int i, bool create)
+{
+	char did[32];
+	int n = snprintf(did, sizeof did, "did:plc:evict%04d", i);
+	return vfy_did_get(did, (size_t)n, create);
+}
+
+static void test_eviction(void)
+{
+	for (int i = 0; i < 16; i++)
+		CHECK(get(i, true) != NULL);
+	/* DID 0 is the least recently used; it has a verdict ending at 100, the store is at 50. */
+	struct vfy_did *d0 = get(0, false);
+	d0->out_end = 100;
+	for (int i = 1; i < 16; i++)
+		get(i, false); /* touch: 0 stays the oldest */
+	committed = 50;
+	CHECK(vfy_did_busy(d0));
+	CHECK(get(16, true) != NULL); /* evicts the oldest idle entry: 1, not 0 */
+	CHECK(get(0, false) == d0);
+	CHECK(get(1, false) == NULL);
+	CHECK(!evicted_test(d0->did, d0->did_len));
+	/* The store commits it: now 0 may go (it is the oldest again). */
+	committed = 100;
+	CHECK(!vfy_did_busy(d0));
+	for (int i = 2; i <= 16; i++)
+		get(i, false);
+	char did0[BT_DID_MAX];
+	size_t n0 = d0->did_len;
+	memcpy(did0, d0->did, n0);
+	CHECK(get(17, true) != NULL);
+	CHECK(vfy_did_get(did0, n0, false) == NULL);
+	/* Coming back, it must be reloaded from a view that caught up after its eviction. */
+	CHECK(evicted_test(did0, n0));
+	/* A frame waiting or a resolution in flight also keeps an entry. */
+	struct vfy_did *w = get(2, false), *r = get(3, false);
+	vfy_did_wait(w, 5);
+	r->ist = VI_RESOLVING;
+	for (int i = 4; i <= 17; i++)
+		get(i, false);
+	for (int i = 18; i < 30; i++)
+		CHECK(get(i, true) != NULL);
+	CHECK(get(2, false) == w && get(3, false) == r);
 }
 
 int main(void)
 {
 	vfy_cache_init(16);
 	test_wait_ids();
+	test_eviction();
 	BT_TEST_END();
 }

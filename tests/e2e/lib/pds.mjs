@@ -229,10 +229,19 @@ export class PdsSim {
   #emit(t, body, meta) {
     const seq = ++this.seq
     const frame = encodeFrame(t, { ...body, seq })
-    this.log.push({ seq, frame })
+    this.log.push({ seq, frame, t, body })
     this.sent.push({ seq, t, ...meta })
     for (const ws of this.subscribers) ws.send(frame)
     return seq
+  }
+
+  // Sends an event already emitted (its `sent` entry) again under a new seq, byte for byte
+  // otherwise: a re-sent old commit, which a relay must not deliver twice.
+  resend(e) {
+    const orig = this.log.find((x) => x.seq === e.seq)
+    const { seq, ...meta } = e
+    this.#emit(orig.t, orig.body, { ...meta, valid: false, kind: 'resend' })
+    return this.sent[this.sent.length - 1]
   }
 
   // Garbage for robustness tests. sendRaw: bytes (or a string, sent as a text frame) straight
