@@ -58,6 +58,9 @@ struct vfy_did {
 	   while the ring's tail is below it the DID has uncommitted verdicts and RocksDB holds an
 	   older state than this entry: it must not be evicted. */
 	uint64_t out_end;
+	/* Its frames waited RELAY_IDENTITY_WAIT for a resolution and were dropped: until one
+	   succeeds, its new frames are dropped at once (identity_timeout), not held in the ring. */
+	bool desync;
 };
 
 /* Order of two revs (TIDs: fixed length, base32-sortable; a shorter one sorts first):

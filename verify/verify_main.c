@@ -49,6 +49,7 @@
 #define MAX_SYNC_BLOCKS_BYTES 10000 /* lexicon: #sync blocks hold just the signed commit */
 #define FUTURE_MS (5 * 60 * 1000)
 #define DROP_LOG_PER_S 20
+#define DESYNC_STATUS "desynchronized"
 
 struct bt_db *vfy_db;
 static struct event_base *base;
@@ -243,6 +244,12 @@ static void drop(uint64_t j, const struct bt_bytes *did, enum bt_drop reason, co
 	if (did && did->n < BT_DID_MAX) {
 		v.did_len = (uint16_t)did->n;
 		memcpy(v.did, did->p, did->n);
+	}
+	if (reason == BT_DROP_IDENTITY_TIMEOUT) {
+		/* The relay's view of the account: it lost sync with it (the store may record it). */
+		v.flags |= BT_V_HAS_STATUS;
+		v.status_len = (uint8_t)strlen(DESYNC_STATUS);
+		memcpy(v.status, DESYNC_STATUS, v.status_len);
 	}
 	count_drop(reason);
 	/* Every drop is logged, up to DROP_LOG_PER_S a second for each reason (the counters have
@@ -439,6 +446,13 @@ static enum run run_job(uint64_t j, struct vfy_did *d)
 		BT_ERR("fault injection: crashing on a frame of %s", bt_cfg.fault_crash_did);
 		abort();
 	}
+	if (d->desync && !id_usable(d) && msg.type != BT_FH_IDENTITY && d->ist != VI_FAILED) {
+		/* Still unresolved after timing out: do not hold the ring again for this DID. */
+		drop(j, &msg.did, BT_DROP_IDENTITY_TIMEOUT, "identity still unresolved (desynchronized)");
+		if (d->ist != VI_RESOLVING)
+			vfy_resolve(d);
+		return RUN_DONE;
+	}
 	switch (msg.type) {
 	case BT_FH_COMMIT:
 	case BT_FH_SYNC:
@@ -571,6 +585,10 @@ static void on_resolved(void *arg, int status, const char *body, size_t len, con
 	if (status == -ECANCELED)
 		return;
 	uint64_t now = bt_now_ms();
+	if (d->desync && (status == 200 || status == 404 || status == 410)) {
+		BT_INFO("%.*s: the resolver answered (%d): no longer desynchronized", (int)d->did_len, d->did, status);
+		d->desync = false;
+	}
 	if (status == 200) {
 		const char *why = NULL;
 		struct bt_identity id;
@@ -682,6 +700,7 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		job->start_pos = rpos;
 		job->end_pos = pos;
 		job->next = VFY_NONE;
+		job->read_ms = bt_now_ms();
 		if (type != BT_REC_FRAME || len < sizeof *fr || len - sizeof *fr < fr->frame_len ||
 		    fr->host_len > BT_HOST_MAX) {
 			BT_LOG_EVERY(BT_LOG_ERROR, "malformed record in the input ring (type %u, len %zu)", type, len);
@@ -724,7 +743,6 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		jtail++;
 		n++;
 		job->d = d;
-		job->read_ms = bt_now_ms();
 		bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
 		if (rc < 0 || !d) {
 			drop(j, NULL, BT_DROP_BAD_FRAME, why ? why : "no did");
@@ -762,6 +780,51 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 	flush_ovf();
 }
 
+/* Frames waiting longer than RELAY_IDENTITY_WAIT for their DID's resolution hold the input
+   ring's release point, so after a ring's worth of traffic every DID of the partition would
+   stop behind one DID whose resolver never answers.  Such a DID's waiting frames are dropped
+   (identity_timeout: a verdict each, so the store chains past them) and the DID is marked
+   desynchronized; resolution goes on in the background and its next success ends the mark.
+   Jobs are in read order, so the scan stops at the first one younger than the limit. */
+static void identity_timeouts(void)
+{
+	uint64_t now = bt_now_ms(), limit = (uint64_t)bt_cfg.identity_wait * 1000u;
+	bool any = false;
+	for (uint64_t j = jhead; j != jtail; j++) {
+		struct vfy_job *job = vfy_job(j);
+		if (now - job->read_ms < limit)
+			break;
+		struct vfy_did *d = job->d;
+		/* Only the head of a DID's FIFO waiting on its resolver (a job in the overflow queue is
+		   decided; a status check ends by itself, its fetch has a timeout). */
+		if (job->done || !d || d->wait_head != j || d->checking || d->ist == VI_OK)
+			continue;
+		unsigned n = 0;
+		d->desync = true;
+		while (d->wait_head != VFY_NONE) {
+			uint64_t w = d->wait_head;
+			d->wait_head = vfy_job(w)->next;
+			mark(vfy_job(w)->start_pos);
+			if (decode_job(w, NULL) == 0)
+				drop(w, &msg.did, BT_DROP_IDENTITY_TIMEOUT, "identity unresolved for RELAY_IDENTITY_WAIT");
+			else
+				drop(w, NULL, BT_DROP_IDENTITY_TIMEOUT, "identity unresolved for RELAY_IDENTITY_WAIT");
+			unmark();
+			n++;
+		}
+		d->wait_tail = VFY_NONE;
+		BT_WARN("%.*s: unresolved for %llds: %u waiting frames dropped (identity_timeout); desynchronized until it resolves",
+			(int)d->did_len, d->did, (long long)bt_cfg.identity_wait, n);
+		any = true;
+	}
+	if (any) {
+		bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
+		release_done();
+		bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
+		event_active(ev_read, 0, 0);
+	}
+}
+
 static void on_beat(evutil_socket_t fd, short what, void *arg)
 {
 	bt_proc_beat();
@@ -781,6 +844,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 	/* No periodic catch-up: replaying the store's WAL (every event) into our view cost a fifth
 	   of verify's CPU.  This process is the only one deciding its DIDs, so after the start-up
 	   sync its cache is authoritative; only an evicted DID reloads state (verify_cache.c). */
+	identity_timeouts();
 	/* The bell is the fast path; this is the safety net for a missed wakeup. */
 	event_active(ev_read, 0, 0);
 }

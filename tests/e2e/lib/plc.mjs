@@ -9,7 +9,8 @@
 //   handle change, PDS move); every request is counted per DID so tests can
 //   see that the relay resolved (or re-resolved) an identity. `mode` makes the
 //   directory misbehave: 'ok' (default), '503' (every request answers 503),
-//   'drop' (every connection is destroyed without an answer).
+//   'drop' (every connection is destroyed without an answer). hang(did) holds
+//   that DID's requests open without an answer until unhang(did).
 // DIAGNOSTICS
 //   start() rejects if the port cannot be bound. Requests for unknown DIDs
 //   answer 404 `{"message":"DID not registered: <did>"}` like the real
@@ -38,6 +39,20 @@ export class FakePlc {
     this.unavailable = false // same as mode '503' (kept for older scenarios)
     this.mode = 'ok'
     this.sockets = new Set()
+    this.hung = new Map() // did -> requests held without an answer (hang)
+    this.served = new Map() // did -> documents answered (200)
+  }
+
+  // Requests for did are held open and never answered (a resolver that hangs), until
+  // unhang(did), which answers the held ones that are still open.
+  hang(did) {
+    if (!this.hung.has(did)) this.hung.set(did, [])
+  }
+
+  unhang(did) {
+    const held = this.hung.get(did) || []
+    this.hung.delete(did)
+    for (const [req, res] of held) if (!res.destroyed && !req.socket.destroyed) this.#handle(req, res)
   }
 
   // Starts listening on 127.0.0.1:<random>; resolves to the base URL.
@@ -133,6 +148,10 @@ export class FakePlc {
   #handle(req, res) {
     const path = decodeURIComponent((req.url || '/').split('?')[0])
     const did = path.slice(1)
+    if (this.hung.has(did)) {
+      this.hung.get(did).push([req, res])
+      return
+    }
     this.requests.set(did, (this.requests.get(did) || 0) + 1)
     if (this.mode === 'drop') {
       req.socket.destroy()
@@ -154,6 +173,7 @@ export class FakePlc {
       res.end(JSON.stringify({ message: `DID not registered: ${did}` }))
       return
     }
+    this.served.set(did, (this.served.get(did) || 0) + 1)
     res.writeHead(200, { 'content-type': 'application/did+ld+json' })
     res.end(JSON.stringify(doc))
   }
