@@ -53,7 +53,11 @@ export async function drive(accounts, { count = Infinity, ratePerSec = 60, shoul
     }
     const due = start + ((i + 1) * 1000) / ratePerSec
     const wait = due - Date.now()
+    // Always give the event loop a turn: the sims' writes resolve as microtasks only, so a
+    // loop behind its schedule (a loaded machine) would starve every socket of this process,
+    // the fake PLC's among them, and even the scenario's timeout.
     if (wait > 0) await sleep(wait)
+    else await new Promise((resolve) => setImmediate(resolve))
   }
   return counts
 }
