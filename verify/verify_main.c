@@ -446,7 +446,8 @@ static enum run run_job(uint64_t j, struct vfy_did *d)
 		BT_ERR("fault injection: crashing on a frame of %s", bt_cfg.fault_crash_did);
 		abort();
 	}
-	if (d->desync && !id_usable(d) && msg.type != BT_FH_IDENTITY && d->ist != VI_FAILED) {
+	if (d->desync && !id_usable(d) && d->ist != VI_FAILED &&
+	    (msg.type == BT_FH_COMMIT || msg.type == BT_FH_SYNC || msg.type == BT_FH_ACCOUNT)) {
 		/* Still unresolved after timing out: do not hold the ring again for this DID. */
 		drop(j, &msg.did, BT_DROP_IDENTITY_TIMEOUT, "identity still unresolved (desynchronized)");
 		if (d->ist != VI_RESOLVING)
