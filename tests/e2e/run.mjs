@@ -50,7 +50,7 @@ const SCENARIO_TIMEOUT_MS = {
   reactivate: 60000,
   didweb: 60000,
   block: 60000,
-  quarantine: 60000,
+  quarantine: 90000,
   sync: 60000,
   evict: 75000,
   identwait: 120000,

@@ -7,7 +7,9 @@
 //   that owns it dies, is restarted, dies again on the same frame, and its
 //   third incarnation quarantines the frame (stored under data/quarantine,
 //   counted as drops.quarantined) and goes on. Every other valid commit still
-//   arrives exactly once, in order; the poison one never does.
+//   arrives exactly once, in order; the poison one never does.  Then the same again with
+//   RELAY_FAULT_CRASH_DECODE=true: verify aborts inside decoding the frame, before anything of it
+//   is known (the crash marker is set before decoding, so it is still caught).
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property.
 
@@ -22,6 +24,17 @@ import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/h
 export const name = 'quarantine'
 
 export async function run(checks, ctx) {
+  await phase(checks, ctx, false)
+  // The same with the crash inside decoding (RELAY_FAULT_CRASH_DECODE): the crash marker is set
+  // before the frame is decoded, so it is recognised and quarantined all the same.
+  await phase(checks, ctx, true)
+}
+
+async function phase(checks0, ctx, inDecode) {
+  const tag = inDecode ? 'in decoding: ' : ''
+  const checks = { ok: (n, ...a) => checks0.ok(tag + n, ...a), none: (n, ...a) => checks0.none(tag + n, ...a) }
+  const tmpDir = inDecode ? path.join(ctx.tmp, 'decode') : ctx.tmp
+  fs.mkdirSync(tmpDir, { recursive: true })
   const plc = new FakePlc()
   await plc.start()
   const pds = new PdsSim({ plc, name: 'pds' })
@@ -30,9 +43,9 @@ export async function run(checks, ctx) {
   const poison = await pds.createAccount({ keyType: 'k256', quiet: true })
   const baton = new Baton({
     buildDir: ctx.buildDir,
-    tmpDir: ctx.tmp,
+    tmpDir,
     plcUrl: plc.url,
-    extraEnv: { RELAY_FAULT_CRASH_DID: poison.did },
+    extraEnv: { RELAY_FAULT_CRASH_DID: poison.did, ...(inDecode ? { RELAY_FAULT_CRASH_DECODE: 'true' } : {}) },
   })
   ctx.cleanup.push(() => baton.stop())
   await baton.start()
@@ -62,10 +75,11 @@ export async function run(checks, ctx) {
   checks.ok('it is counted as quarantined', q === 1, `drops.quarantined ${q}`)
   const restarts = (st.stages || []).filter((s) => s.role === 'verify').reduce((n, s) => n + Number(s.restarts || 0), 0)
   checks.ok('verify crashed on it exactly twice, then went on', restarts === 2, `verify restarts ${restarts}`)
-  const qdir = path.join(ctx.tmp, 'data', 'quarantine')
+  const qdir = path.join(tmpDir, 'data', 'quarantine')
   const files = fs.existsSync(qdir) ? fs.readdirSync(qdir) : []
   checks.ok('the frame is kept for inspection under data/quarantine', files.length === 1, JSON.stringify(files))
   const h = await baton.health()
   checks.ok('/_health is 200 afterwards', h.status === 200, JSON.stringify(h.body))
   await live.close()
+  await baton.stop()
 }
