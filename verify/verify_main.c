@@ -529,8 +529,8 @@ void vfy_resume(struct vfy_did *d)
 		if (d->wait_head == VFY_NONE)
 			d->wait_tail = VFY_NONE;
 	}
+	release_done(); /* first, so the gauge does not count frames just decided */
 	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
-	release_done();
 }
 
 /* ---- account status, asked of the PDS ---- */
@@ -765,8 +765,8 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 	}
 	if (n)
 		bt_proc_progress((uint64_t)n);
+	release_done(); /* first, so the gauge does not count frames just decided */
 	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
-	release_done();
 	if (n == TURN)
 		event_active(ev_read, 0, 0);
 }
@@ -819,7 +819,6 @@ static void identity_timeouts(void)
 		any = true;
 	}
 	if (any) {
-		bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
 		release_done();
 		bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
 		event_active(ev_read, 0, 0);

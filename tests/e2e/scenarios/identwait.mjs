@@ -71,7 +71,7 @@ export async function run(checks, ctx) {
   const end2 = Date.now() + 10000
   while (Date.now() < end2) {
     st = await baton.status()
-    if (Baton.sum(st, 'verify', 'drops', 'identity_timeout') > nTo) break
+    if (Baton.sum(st, 'verify', 'drops', 'identity_timeout') > nTo && Baton.sum(st, 'verify', 'counters', 'waiting') === 0) break
     await sleep(100)
   }
   checks.ok('a new commit of the desynchronized H is dropped too (identity_timeout)',
