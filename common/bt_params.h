@@ -53,7 +53,9 @@
 	X(DUR, attach_wait, "RELAY_ATTACH_WAIT", "30", 0, 3600,                                         \
 	  "how long a stage waits for the supervisor's shared-memory segment to appear")            \
 	X(STR, fault_crash_did, "RELAY_FAULT_CRASH_DID", "", 0, 0,                                      \
-	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)")
+	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)") \
+	X(DUR, prior_key_grace, "RELAY_PRIOR_KEY_GRACE", "72h", 1, 31536000,                            \
+	  "how long after a did:plc key rotation a commit signed with the previous key is still accepted (docs/identity.md)")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

@@ -126,6 +126,7 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db)
 		caught_up_ms = bt_now_ms();
 		evicted = false;
 	}
+	vfy_ident_load(d, db); /* the persisted identity, unless one is known already */
 	char k[BT_DID_MAX + 2];
 	struct bt_acct_rec a;
 	size_t kn = bt_key_acct(k, sizeof k, d->did, d->did_len);

@@ -14,6 +14,11 @@
 //   (c) The security boundary: after an account's commit signed with its new key is accepted, a
 //       commit signed with the key it rotated away (fresh rev, from the authoritative PDS) is
 //       dropped as bad_sig and never delivered.
+//   (d) The persisted identity is purged in stream order: the relay is stopped, an account it
+//       knows rotates (PLC update, #identity), then a commit signed with the old key follows the
+//       #identity (within seconds of the rotation), then a valid one. After the restart the
+//       persisted (old) key checks the frames before the #identity only: the old-key commit is
+//       dropped as bad_sig, the valid one delivered.
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property; `#` lines give the counters.
 
@@ -147,4 +152,31 @@ export async function run(checks, ctx) {
     forged.commit,
   )
   await zero.close()
+
+  // (d) The #identity purges the persisted identity in stream order.
+  const victim2 = known[2]
+  const st2 = await baton.stop()
+  checks.ok('(d) SIGTERM stops the relay', st2.clean, JSON.stringify(st2))
+  // The #identity is the account's first frame after the restart: nothing else has loaded
+  // its persisted identity before it.
+  await pds.rotateKey(victim2)
+  const forged2 = await pds.forgeOldKey(victim2)
+  await pds.write(victim2)
+  await pds.idle()
+  await baton.start()
+  await baton.waitHealthy()
+  await pds.waitSubscribers(1)
+  const again = new Consumer(baton.wsUrl, { cursor: 0, name: 'cursor0-d' })
+  await again.start()
+  ctx.cleanup.push(() => again.close())
+  await deliveredAll(checks, '(d) cursor=0 after the second restart', again, [pds], baton)
+  s = await baton.status()
+  checks.ok('(d) the old-key commit after the #identity is dropped as bad_sig', badSig(s) === 1, `bad_sig ${badSig(s)}`)
+  checks.ok(
+    '(d) the old-key commit is never delivered',
+    !again.events.some((e) => e.commit === forged2.commit),
+    forged2.commit,
+  )
+  checks.ok('(d) the restarted verify used persisted identities', Baton.sum(s, 'verify', 'counters', 'identity_loaded') > 0)
+  await again.close()
 }
