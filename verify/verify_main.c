@@ -18,6 +18,10 @@
  *	recognises verdicts given twice).  The ring's size bounds the waiting.
  *
  *	A signature or host mismatch with a cached identity re-resolves once before dropping.
+ *	A did:plc signature that fails with the fresh key is then tried with the keys the account
+ *	had before a rotation, from the PLC audit log, within a window that closes at the rotation
+ *	(verify_ident.c, docs/identity.md).  Resolved identities are persisted by the store and
+ *	taken from RocksDB when a DID enters the cache; #identity expires them in stream order.
  *	A resolver that is down (transport error, 5xx) is retried with backoff; frames wait.
  *	404 or an unusable document drops the DID's frames as no_identity.
  * DIAGNOSTICS

@@ -11,8 +11,9 @@
 //   (b) Both verify stages are stopped (SIGSTOP) while accounts write, rotate and write again, so
 //       the backlog waits in their input rings, then killed (-9): the new incarnations start with
 //       an empty memory cache. Nothing valid is lost.
-//   (c) The security boundary: after an account's commit signed with its new key is accepted, a
-//       commit signed with the key it rotated away (fresh rev, from the authoritative PDS) is
+//   (c) The security boundary: after an account's commit signed with its new key is accepted (and
+//       the verify stages restarted, so they never saw the #identity), a commit signed with the key
+//       it rotated away (fresh rev, from the authoritative PDS, seconds after the rotation) is
 //       dropped as bad_sig and never delivered.
 //   (d) The persisted identity is purged in stream order: the relay is stopped, an account it
 //       knows rotates (PLC update, #identity), then a commit signed with the old key follows the
@@ -139,6 +140,11 @@ export async function run(checks, ctx) {
   await pds.write(victim)
   await pds.idle()
   await zero.waitFor((c) => hasAll(c, validRepoEvents([pds])), 20000, 'new-key commit').catch(() => {})
+  // Fresh verify processes: they never saw the #identity, so only the stored rev (a commit with
+  // the new key, after the rotation) closes the old key's window.
+  const pids2 = []
+  for (const i of [0, 1]) pids2.push(await baton.killStage('verify', i))
+  for (const i of [0, 1]) await baton.waitRestarted('verify', i, pids2[i], 20000)
   const before = badSig(await baton.status())
   const forged = await pds.forgeOldKey(victim)
   await pds.write(victim) // a valid commit after it: the forgery has been decided once this arrives
