@@ -126,7 +126,10 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db)
 		caught_up_ms = bt_now_ms();
 		evicted = false;
 	}
-	vfy_ident_load(d, db); /* the persisted identity, unless one is known already */
+	/* The persisted identity, unless one is known already.  Not while evictions may have left
+	   the view behind (an evicted DID's #identity may have deleted it since): then resolve. */
+	if (!evicted)
+		vfy_ident_load(d, db);
 	char k[BT_DID_MAX + 2];
 	struct bt_acct_rec a;
 	size_t kn = bt_key_acct(k, sizeof k, d->did, d->did_len);
