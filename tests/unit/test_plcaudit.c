@@ -19,7 +19,7 @@
 
 #include <errno.h>
 
-#define DID "did:plc:ana7n2ppeqk57pay7azhjs24"
+#define DID "did:plc:rotationtestaccountqwxyz"
 
 static void test_iso8601(void)
 {

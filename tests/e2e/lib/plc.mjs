@@ -97,7 +97,7 @@ export class FakePlc {
       type: 'plc_operation',
       services: { atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: d.pds } },
       alsoKnownAs: d.handle ? [`at://${d.handle}`] : [],
-      rotationKeys: ['did:key:zQ3shhiASLv8GN7ob3iWqsAxP7nE95LUPWsNEb2jTfW7e2yCt'],
+      rotationKeys: [`did:key:${d.publicKeyMultibase}`], // a test stand-in: any did:key
       verificationMethods: { atproto: `did:key:${d.publicKeyMultibase}` },
     }
     const digest = crypto.createHash('sha256').update(JSON.stringify(operation)).digest()
