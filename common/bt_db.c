@@ -316,6 +316,16 @@ size_t bt_key_acct(char *out, size_t cap, const char *did, size_t dn)
 	return dn + 2;
 }
 
+size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn)
+{
+	if (dn + 2 > cap)
+		dn = cap - 2;
+	out[0] = 'i';
+	out[1] = '/';
+	memcpy(out + 2, did, dn);
+	return dn + 2;
+}
+
 size_t bt_key_host(char out[6], uint32_t host_id)
 {
 	out[0] = 'h';

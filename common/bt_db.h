@@ -12,6 +12,7 @@
  *	  "a/" did                       struct bt_acct_rec: account state
  *	  "h/" be32(host_id)             struct bt_host_rec: host, status, committed cursor
  *	  "n/" hostname                  be32 host_id
+ *	  "i/" did                       struct bt_ident_rec: the identity verify last resolved (docs/identity.md)
  *	  "p/" be32(host_id) be64(prev)  be64 useq: a frame with a verdict above the host's cursor,
  *	                                 waiting for the chain below it (see store/store_chain.c)
  * DIAGNOSTICS
@@ -50,6 +51,18 @@ struct bt_acct_rec {
 	char status[BT_STATUS_MAX];
 	uint64_t last_seq;
 	uint64_t updated_ms;
+};
+
+/* A persisted identity: written by the store from a struct bt_rec_identity, deleted by an
+   accepted #identity; read by verify through its secondary view. */
+struct bt_ident_rec {
+	uint32_t version;  /* 1 */
+	uint8_t key_len;   /* 0: no usable #atproto key */
+	uint8_t pad;
+	uint16_t host_len;
+	uint64_t fetched_ms; /* wall clock of the resolution */
+	char key[BT_KEY_STR_MAX];
+	char pds_host[BT_HOST_MAX];
 };
 
 enum bt_host_status { BT_HOST_ACTIVE, BT_HOST_IDLE, BT_HOST_OFFLINE, BT_HOST_THROTTLED, BT_HOST_BANNED };
@@ -102,6 +115,7 @@ size_t bt_key_acct(char *out, size_t cap, const char *did, size_t dn);
 size_t bt_key_host(char out[6], uint32_t host_id);
 size_t bt_key_hostname(char *out, size_t cap, const char *host, size_t hn);
 size_t bt_key_pending(char out[14], uint32_t host_id, uint64_t prev);
+size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn);
 void   bt_be64_put(uint8_t *p, uint64_t v);
 uint64_t bt_be64_get(const uint8_t *p);
 void   bt_be32_put(uint8_t *p, uint32_t v);

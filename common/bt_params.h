@@ -57,7 +57,9 @@
 	X(BOOL, fault_crash_decode, "RELAY_FAULT_CRASH_DECODE", "false", 0, 0,                           \
 	  "fault injection for tests: with RELAY_FAULT_CRASH_DID, verify aborts inside decoding (any frame whose bytes hold that DID) instead of after (never set it in production)") \
 	X(DUR, identity_wait, "RELAY_IDENTITY_WAIT", "3m", 1, 86400,                                    \
-	  "longest a frame waits for its DID's resolution; then the DID's frames are dropped (identity_timeout) and it is desynchronized until it resolves")
+	  "longest a frame waits for its DID's resolution; then the DID's frames are dropped (identity_timeout) and it is desynchronized until it resolves") \
+	X(DUR, prior_key_grace, "RELAY_PRIOR_KEY_GRACE", "72h", 1, 31536000,                            \
+	  "how long after a did:plc key rotation a commit signed with the previous key is still accepted (docs/identity.md)")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

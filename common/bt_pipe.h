@@ -7,7 +7,8 @@
  *	processes the segment holds:
  *
  *	  ring 0 .. K-1     SPSC  ingest   -> verify k   (raw frames,  struct bt_rec_frame)
- *	  ring K .. 2K-1    SPSC  verify k -> store      (verdicts,    struct bt_rec_verdict)
+ *	  ring K .. 2K-1    SPSC  verify k -> store      (verdicts,    struct bt_rec_verdict;
+ *	                                                  resolved identities, struct bt_rec_identity)
  *	  ring 2K           BCAST store    -> fanout *   (committed frames, exactly as sent on the wire)
  *
  *	  bell 0            store waits on it (all K verdict rings ring it)
@@ -58,7 +59,7 @@ static inline unsigned bt_pipe_slot(enum bt_role r, int idx)
 static inline unsigned bt_pipe_page_of_slot(unsigned slot) { return 1u + slot; }
 
 /* Ring record types */
-enum { BT_REC_FRAME = 1, BT_REC_VERDICT = 2, BT_REC_EVENT = 3 };
+enum { BT_REC_FRAME = 1, BT_REC_VERDICT = 2, BT_REC_EVENT = 3, BT_REC_IDENTITY = 4 };
 
 /* ingest -> verify: one upstream frame, stamped.  Followed by frame_len bytes of the frame. */
 #define BT_FRAME_CHAIN_RESET 1u  /* first frame after a cursor reset: starts a new host chain */
@@ -135,6 +136,23 @@ struct bt_rec_verdict {
 };
 _Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
 
+/* verify -> store: an identity verify resolved, written ahead of the verdicts that used it, so
+   the store persists it ("i/" did) and the next verify incarnation starts warm.  An accepted
+   #identity verdict deletes it again, in stream order (docs/identity.md).  No trailing bytes. */
+#define BT_KEY_STR_MAX 64 /* multikey "z..." of a compressed K-256/P-256 key, with room */
+struct bt_rec_identity {
+	uint64_t fetched_ms;    /* wall clock of the resolution */
+	uint16_t did_len;
+	uint8_t key_len;        /* 0: the document has no usable #atproto key */
+	uint8_t pad;
+	uint16_t host_len;
+	uint8_t pad2[2];
+	char did[BT_DID_MAX];
+	char key[BT_KEY_STR_MAX]; /* multikey "z..." */
+	char pds_host[BT_HOST_MAX];
+};
+_Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
+
 /* Stats page of one stage: single writer (the stage), read by the supervisor and /_health. */
 #define BT_STATS(X)                                                                 \
 	X(FRAMES_IN, "frames read from upstreams (ingest) or rings (verify, store)") \
@@ -162,7 +180,9 @@ _Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
 	X(HOSTS, "upstream hosts subscribed now")                                   \
 	X(CRAWLS, "requestCrawl accepted")                                          \
 	X(CRAWLS_REFUSED, "requestCrawl refused")                                   \
-	X(QUARANTINED, "frames quarantined after crashing verify twice")
+	X(QUARANTINED, "frames quarantined after crashing verify twice")            \
+	X(SIG_PRIOR_KEY, "commits accepted with the account's key from before a rotation (PLC audit log)") \
+	X(IDENTITY_LOADED, "identities taken from RocksDB instead of resolving (persisted cache)")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

@@ -33,4 +33,8 @@ bool sto_chain_seen(struct sto_host *h, uint64_t useq, bool reset);
 /* Record a decided frame; writes the changes (host record, pending keys) into the batch. */
 void sto_chain_done(struct sto_host *h, uint64_t useq, uint64_t prev, bool reset, struct bt_db_batch *b);
 void sto_host_flush(struct sto_host *h, struct bt_db_batch *b);
+/* store_ident.c: a struct bt_rec_identity from a verdict ring -> put "i/" did in the batch;
+   an accepted #identity -> delete it in the batch (stream order). */
+void sto_ident_take(const void *p, size_t len, struct bt_db_batch *b);
+void sto_ident_purge(const char *did, size_t n, struct bt_db_batch *b);
 #endif

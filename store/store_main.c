@@ -138,6 +138,8 @@ static bool take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		evs[n_evs].len = evbuf.len - at;
 		n_evs++;
 		apply_account(v, seq);
+		if (v->ev == BT_EV_IDENTITY)
+			sto_ident_purge(v->did, v->did_len, batch); /* the persisted identity ends here */
 		if (h) {
 			h->rec.last_ms = eh.time_ms;
 			h->rec.n_events++;
@@ -218,6 +220,10 @@ static size_t turn(void)
 				continue;
 			more = true;
 			got++;
+			if (type == BT_REC_IDENTITY) {
+				sto_ident_take(p, len, batch);
+				continue;
+			}
 			const struct bt_rec_verdict *v = p;
 			if (type != BT_REC_VERDICT || len < sizeof *v || len - sizeof *v < v->frame_len ||
 			    v->did_len > BT_DID_MAX || v->rev_len > BT_REV_MAX || v->status_len > BT_STATUS_MAX ||

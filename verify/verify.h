@@ -49,8 +49,9 @@ struct vfy_did {
 	struct bt_cid data;
 	char status[BT_STATUS_MAX + 1];
 	/* Lesson 15: before dropping a commit of an inactive account, ask its PDS (getRepoStatus). */
-	bool checking;             /* a status check is in flight; the DID's frames wait */
+	bool checking;             /* a status check or an audit-log fetch is in flight; the DID's frames wait */
 	uint64_t status_checked_ms;
+	int64_t ident_ms;          /* latest #identity time seen in the stream (PDS clock, ms; verify_ident.c) */
 	/* FIFO of jobs waiting on this DID (identity resolution, or behind one that is) */
 	uint64_t wait_head, wait_tail;
 	/* Output ring position after this DID's last verdict (UINT64_MAX while that verdict waits
@@ -80,7 +81,20 @@ void vfy_did_wait(struct vfy_did *d, uint64_t job);
 bool vfy_did_busy(const struct vfy_did *d);
 void vfy_acct_load(struct vfy_did *d, struct bt_db *db);
 
+/* verify_ident.c: the persisted identity cache and the prior-key rule (docs/identity.md) */
+enum vfy_prior { VFY_PRIOR_NO, VFY_PRIOR_OK, VFY_PRIOR_WAIT };
+void vfy_ident_init(struct event_base *base);
+void vfy_ident_free(void);
+void vfy_ident_persist(const struct vfy_did *d);          /* after a resolution: to the store */
+void vfy_ident_load(struct vfy_did *d, struct bt_db *db); /* a DID entering the cache: "i/" did */
+void vfy_ident_seen(struct vfy_did *d, const struct bt_bytes *time); /* an accepted #identity's time */
+/* The signature failed with the current key: does a key from before a rotation vouch for it?
+   WAIT: the audit log is being fetched, d->checking is set and d is resumed later. */
+enum vfy_prior vfy_prior_key(struct vfy_did *d, const struct bt_rec_frame *fr, const char *rev, size_t revn,
+			     const uint8_t *msg, size_t n, const uint8_t *sig, size_t siglen);
+
 /* verify_main.c */
+bool vfy_out_put(uint32_t type, const void *p, size_t n); /* a non-verdict record; false if it cannot go now */
 struct vfy_job *vfy_job(uint64_t j);
 uint64_t vfy_out_committed(void);       /* the output ring's tail: verdicts before it are in RocksDB */
 void vfy_resume(struct vfy_did *d);     /* run the DID's waiting jobs after a resolution */

@@ -144,10 +144,16 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db)
 	   after that: catch up first (never throttled: a stale view would accept a re-sent
 	   commit twice, or a deactivated account).  A DID not evicted since is current in the
 	   view: this process alone decides it. */
-	if (evicted_test(d->did, d->did_len) && bt_db_catch_up(db) == 0) {
+	bool stale = evicted_test(d->did, d->did_len);
+	if (stale && bt_db_catch_up(db) == 0) {
 		memset(evicted_since, 0, sizeof evicted_since);
 		n_evicted_since = 0;
+		stale = false;
 	}
+	/* The persisted identity, unless one is known already.  Not while the view may be behind
+	   for this DID (its #identity may have deleted the record since): then resolve. */
+	if (!stale)
+		vfy_ident_load(d, db);
 	char k[BT_DID_MAX + 2];
 	struct bt_acct_rec a;
 	size_t kn = bt_key_acct(k, sizeof k, d->did, d->did_len);

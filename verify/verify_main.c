@@ -18,6 +18,10 @@
  *	recognises verdicts given twice).  The ring's size bounds the waiting.
  *
  *	A signature or host mismatch with a cached identity re-resolves once before dropping.
+ *	A did:plc signature that fails with the fresh key is then tried with the keys the account
+ *	had before a rotation, from the PLC audit log, within a window that closes at the rotation
+ *	(verify_ident.c, docs/identity.md).  Resolved identities are persisted by the store and
+ *	taken from RocksDB when a DID enters the cache; #identity expires them in stream order.
  *	A resolver that is down (transport error, 5xx) is retried with backoff; frames wait.
  *	404 or an unusable document drops the DID's frames as no_identity.
  * DIAGNOSTICS
@@ -158,6 +162,16 @@ static bool ring_put(const void *p, size_t n)
 	return true;
 }
 
+bool vfy_out_put(uint32_t type, const void *p, size_t n)
+{
+	void *dst;
+	if (ovf_head || bt_ring_claim(out, type, n, &dst) < 0)
+		return false; /* never ahead of verdicts still waiting for room */
+	memcpy(dst, p, n);
+	bt_ring_commit(out);
+	return true;
+}
+
 static void flush_ovf(void)
 {
 	while (ovf_head && ring_put(ovf_head->data, ovf_head->len)) {
@@ -291,6 +305,29 @@ static enum run refetch_once(uint64_t j, struct vfy_did *d, enum bt_drop reason,
 	return RUN_DONE;
 }
 
+/* The signature fails with the current key: a fresh document first (once), then, for did:plc,
+   the keys the account had before a rotation (verify_ident.c).  True when a prior key vouches
+   for the commit (the other checks go on); otherwise *r is RUN_WAIT or the commit is dropped. */
+static bool sig_prior(uint64_t j, struct vfy_did *d, const struct bt_commit *c, enum run *r)
+{
+	struct vfy_job *job = vfy_job(j);
+	if (!job->re_resolved && bt_now_ms() - d->id_fetched_ms > 1000) {
+		*r = refetch_once(j, d, BT_DROP_BAD_SIG, "signature");
+		return false;
+	}
+	switch (vfy_prior_key(d, job->fr, (const char *)c->rev.p, c->rev.n, unsig.p, unsig.len, c->sig.p, c->sig.n)) {
+	case VFY_PRIOR_OK:
+		return true;
+	case VFY_PRIOR_WAIT:
+		*r = RUN_WAIT;
+		return false;
+	default:
+		drop(j, &msg.did, BT_DROP_BAD_SIG, "signature");
+		*r = RUN_DONE;
+		return false;
+	}
+}
+
 /* Write an accept verdict for job j.  Returns false if it became a drop instead (the frame
    could not be re-encoded, or the verdict is too big for the output ring): the caller applies
    the frame to the DID's state only when this returns true, so verify's view never runs ahead
@@ -392,9 +429,13 @@ static enum run check_repo_event(uint64_t j, struct vfy_did *d)
 	if (strlen(d->id.pds_host) != fr->host_len || memcmp(d->id.pds_host, fr->host, fr->host_len))
 		return refetch_once(j, d, BT_DROP_WRONG_HOST, d->id.pds_host);
 	bt_buf_reset(&unsig);
-	if (bt_commit_unsigned(blk->data, blk->len, &unsig) < 0 ||
-	    bt_pubkey_verify(d->id.key, unsig.p, unsig.len, c.sig.p, c.sig.n) < 0)
+	if (bt_commit_unsigned(blk->data, blk->len, &unsig) < 0)
 		return refetch_once(j, d, BT_DROP_BAD_SIG, "signature");
+	if (bt_pubkey_verify(d->id.key, unsig.p, unsig.len, c.sig.p, c.sig.n) < 0) {
+		enum run r;
+		if (!sig_prior(j, d, &c, &r))
+			return r;
+	}
 	if (!d->active) {
 		/* A correctly signed commit from the account's own PDS, for an account we hold
 		   inactive: ask that PDS (at most every STATUS_RECHECK_MS) before dropping, so a
@@ -463,7 +504,10 @@ static enum run run_job(uint64_t j, struct vfy_did *d)
 		}
 		return check_repo_event(j, d);
 	case BT_FH_IDENTITY:
-		/* The document changed: resolve it again before the next commit. */
+		/* The document changed: resolve it again before the next commit.  A persisted identity
+		   is loaded first so that it is expired here, in stream order, too. */
+		vfy_acct_load(d, vfy_db);
+		vfy_ident_seen(d, &msg.time);
 		if (d->ist == VI_OK)
 			d->id_expires_ms = 0;
 		accept_frame(j, d, BT_EV_IDENTITY, 0, NULL);
@@ -603,6 +647,7 @@ static void on_resolved(void *arg, int status, const char *body, size_t len, con
 			d->fails = 0;
 			d->id_fetched_ms = now;
 			d->id_expires_ms = now + (uint64_t)bt_cfg.identity_ttl * 1000u;
+			vfy_ident_persist(d); /* ahead of the verdicts that use it */
 		} else {
 			BT_LOG_EVERY(BT_LOG_WARN, "DID document of %s unusable: %s", did, why ? why : "?");
 			d->ist = VI_FAILED;
@@ -869,6 +914,7 @@ int main(int argc, char **argv)
 	if (!base || !fetch || !fetch_web || !fetch_web_public || !fetch_local)
 		bt_die_config("cannot set up the event loop");
 	vfy_cache_init((size_t)bt_cfg.identity_cache_size);
+	vfy_ident_init(base);
 	bt_car_init(&car, 0);
 	ev_read = event_new(base, -1, 0, read_input, NULL);
 	ev_retry = event_new(base, -1, 0, on_retry, NULL);
@@ -882,6 +928,7 @@ int main(int argc, char **argv)
 	bt_fetch_free(&fetch_web);
 	bt_fetch_free(&fetch_web_public);
 	bt_fetch_free(&fetch_local);
+	vfy_ident_free();
 	event_free(ev_read);
 	event_free(ev_retry);
 	event_free(ev_beat);

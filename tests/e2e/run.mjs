@@ -54,8 +54,9 @@ const SCENARIO_TIMEOUT_MS = {
   sync: 60000,
   evict: 75000,
   identwait: 120000,
+  rotation: 150000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 600) * 1000
 
 let passed = 0

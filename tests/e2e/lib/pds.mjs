@@ -22,6 +22,11 @@
 //   start(samePort) simulate a PDS that goes away and comes back with its
 //   event log intact.
 //
+//   rotateKey(acct) rotates an account's signing key the way a PDS does: a new
+//   keypair, a PLC update (an audit-log operation with its createdAt), then
+//   #identity; later commits are signed with the new key. forgeOldKey(acct)
+//   emits a commit signed with the key rotated away last (never applied).
+//
 //   `sent` lists every emitted event with its verdict (`valid` true/false and
 //   `kind`) so scenarios can check what a relay forwarded.
 //
@@ -505,6 +510,46 @@ export class PdsSim {
         commit: cd.cid.toString(),
         valid: false,
         kind: 'badinv',
+        blocksHash: sha256hex(blocks),
+      })
+      return this.sent[this.sent.length - 1]
+    })
+  }
+
+  // Rotates the account's signing key: new keypair of the same type, PLC update (audit log
+  // entry), then #identity. Serialised with the account's writes, so every commit queued
+  // before is signed with the old key and every later one with the new key. Resolves to
+  // {oldKey, newKey, createdAt, seq} (seq of the #identity).
+  rotateKey(acct) {
+    return this.#serial(acct, async () => {
+      const next =
+        acct.keyType === 'p256'
+          ? await P256Keypair.create({ exportable: true })
+          : await Secp256k1Keypair.create({ exportable: true })
+      const old = acct.keypair
+      acct.oldKeypairs = [...(acct.oldKeypairs ?? []), old]
+      acct.keypair = next
+      const op = this.plc.update(acct.did, { signingKey: next.did() })
+      const seq = this.emitIdentity(acct)
+      return { oldKey: old.did(), newKey: next.did(), createdAt: op.createdAt, seq }
+    })
+  }
+
+  // Emits a well-formed commit with a fresh rev signed with the key rotated away last (a
+  // stolen old key); never applied. Resolves to its metadata.
+  forgeOldKey(acct) {
+    return this.#serial(acct, async () => {
+      const oldKey = acct.oldKeypairs?.[acct.oldKeypairs.length - 1]
+      if (!oldKey) throw new Error(`${acct.did} never rotated its key`)
+      const writes = this.#randomWrites(acct, 1)
+      const cd = await acct.repo.formatCommit(writes, oldKey)
+      const { body, blocks } = await this.#commitBody(acct, cd, writes, cd.rev)
+      this.#emit('#commit', body, {
+        did: acct.did,
+        rev: cd.rev,
+        commit: cd.cid.toString(),
+        valid: false,
+        kind: 'oldkey',
         blocksHash: sha256hex(blocks),
       })
       return this.sent[this.sent.length - 1]

@@ -11,6 +11,14 @@
 //   directory misbehave: 'ok' (default), '503' (every request answers 503),
 //   'drop' (every connection is destroyed without an answer). hang(did) holds
 //   that DID's requests open without an answer until unhang(did).
+//
+//
+//   Every registration and update is also an operation in the DID's audit log,
+//   served at `GET /<did>/log/audit` in plc.directory's format: a JSON array of
+//   {did, operation, cid, nullified, createdAt}, oldest first, each operation a
+//   `plc_operation` with prev, rotationKeys, verificationMethods.atproto (a
+//   did:key), alsoKnownAs and services.atproto_pds, and a (fake) sig.
+//   `rotations` lists every signing-key change {did, oldKey, newKey, createdAt}.
 // DIAGNOSTICS
 //   start() rejects if the port cannot be bound. Requests for unknown DIDs
 //   answer 404 `{"message":"DID not registered: <did>"}` like the real
@@ -39,6 +47,9 @@ export class FakePlc {
     this.unavailable = false // same as mode '503' (kept for older scenarios)
     this.mode = 'ok'
     this.sockets = new Set()
+    this.audit = new Map() // did -> [{did, operation, cid, nullified, createdAt}]
+    this.auditRequests = new Map() // did -> count of /<did>/log/audit requests
+    this.rotations = [] // {did, oldKey, newKey, createdAt}
     this.hung = new Map() // did -> requests held without an answer (hang)
     this.served = new Map() // did -> documents answered (200)
   }
@@ -86,6 +97,36 @@ export class FakePlc {
   register(did, { signingKey, pds, handle }) {
     const mb = signingKey.startsWith('did:key:') ? signingKey.slice(8) : signingKey
     this.docs.set(did, { publicKeyMultibase: mb, pds, handle: handle ?? null })
+    this.audit.set(did, [])
+    this.#appendOp(did)
+  }
+
+  // Appends the document's current state to the DID's audit log as a plc_operation.
+  #appendOp(did) {
+    const d = this.docs.get(did)
+    const log = this.audit.get(did) ?? []
+    this.audit.set(did, log)
+    const prev = log.length ? log[log.length - 1].cid : null
+    const operation = {
+      sig: crypto.randomBytes(64).toString('base64url'),
+      prev,
+      type: 'plc_operation',
+      services: { atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: d.pds } },
+      alsoKnownAs: d.handle ? [`at://${d.handle}`] : [],
+      rotationKeys: [`did:key:${d.publicKeyMultibase}`], // a test stand-in: any did:key
+      verificationMethods: { atproto: `did:key:${d.publicKeyMultibase}` },
+    }
+    const digest = crypto.createHash('sha256').update(JSON.stringify(operation)).digest()
+    let cid = 'bafyrei'
+    for (let i = 0; i < 52; i++) cid += B32[digest[i % 32] & 31]
+    const entry = { did, operation, cid, nullified: false, createdAt: new Date().toISOString() }
+    log.push(entry)
+    return entry
+  }
+
+  // The DID's audit log (array, oldest first) or null.
+  auditLog(did) {
+    return this.audit.get(did) ?? null
   }
 
   // Makes the directory answer normally ('ok'), 503 ('503') or drop every
@@ -106,6 +147,7 @@ export class FakePlc {
   update(did, fields) {
     const cur = this.docs.get(did)
     if (!cur) throw new Error(`unknown DID ${did}`)
+    const oldKey = cur.publicKeyMultibase
     if (fields.signingKey) {
       cur.publicKeyMultibase = fields.signingKey.startsWith('did:key:')
         ? fields.signingKey.slice(8)
@@ -113,6 +155,11 @@ export class FakePlc {
     }
     if (fields.pds) cur.pds = fields.pds
     if ('handle' in fields) cur.handle = fields.handle
+    const entry = this.#appendOp(did)
+    if (cur.publicKeyMultibase !== oldKey) {
+      this.rotations.push({ did, oldKey, newKey: cur.publicKeyMultibase, createdAt: entry.createdAt })
+    }
+    return entry
   }
 
   // Returns the DID document object for a registered DID, or null.
@@ -147,6 +194,7 @@ export class FakePlc {
 
   #handle(req, res) {
     const path = decodeURIComponent((req.url || '/').split('?')[0])
+    if (path.endsWith('/log/audit')) return this.#handleAudit(req, res, path.slice(1, -'/log/audit'.length))
     const did = path.slice(1)
     if (this.hung.has(did)) {
       this.hung.get(did).push([req, res])
@@ -176,5 +224,34 @@ export class FakePlc {
     this.served.set(did, (this.served.get(did) || 0) + 1)
     res.writeHead(200, { 'content-type': 'application/did+ld+json' })
     res.end(JSON.stringify(doc))
+  }
+
+  // GET /<did>/log/audit: the DID's operations, as plc.directory serves them.
+  #handleAudit(req, res, did) {
+    this.auditRequests.set(did, (this.auditRequests.get(did) || 0) + 1)
+    if (this.mode === 'drop') {
+      req.socket.destroy()
+      return
+    }
+    if (this.unavailable || this.mode === '503') {
+      res.writeHead(503, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ message: 'unavailable' }))
+      return
+    }
+    const log = this.audit.get(did)
+    if (!log) {
+      res.writeHead(404, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ message: `DID not registered: ${did}` }))
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify(log))
+  }
+
+  // Total /log/audit requests received (all DIDs).
+  totalAuditRequests() {
+    let n = 0
+    for (const v of this.auditRequests.values()) n += v
+    return n
   }
 }
