@@ -8,7 +8,7 @@
 //   node tests/e2e/run.mjs --only NAME [builddir]
 //   Each scenario gets its own temp dir (kept on failure, removed on success)
 //   and a deadline; the whole run has a global deadline (E2E_TIMEOUT_S,
-//   default 230 s). Every child process is killed at the end, also on failure
+//   default 900 s). Every child process is killed at the end, also on failure
 //   or timeout. Prints `ok - ...` / `not ok - ...` per check and ends with
 //   `N passed, N failed`; exits 1 if anything failed.
 // DIAGNOSTICS
@@ -51,9 +51,11 @@ const SCENARIO_TIMEOUT_MS = {
   didweb: 60000,
   block: 60000,
   quarantine: 60000,
+  indigo: 150000,
+  chaos: 150000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine']
-const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 600) * 1000
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'indigo', 'chaos']
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 840) * 1000
 
 let passed = 0
 let failed = 0
