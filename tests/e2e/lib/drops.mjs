@@ -9,8 +9,8 @@
 //
 //   decided(st): the number of drop decisions so far (store verdicts + ingest drops, every
 //   reason), the barrier a test waits on after sending a frame that must be dropped.
-//   dropTable(st, role): { reason: n } for a role. dropProblems(st, planted, { allow }): the
-//   problems if the store's drops are not exactly `planted` ({ reason: n }, missing = 0), with
+//   dropTable(st, role): { reason: n } for a role; decisions(st): store + ingest.
+//   dropProblems(st, planted, { allow }): the problems if the decisions are not exactly `planted` ({ reason: n }, missing = 0), with
 //   the reasons in `allow` (default ['duplicate']) free: duplicates after a kill are
 //   re-deliveries, not losses. A valid event dropped for any reason shows up as a reason that
 //   was not planted (or as one more than planted) and fails.
@@ -33,18 +33,25 @@ export function decided(st) {
   return n
 }
 
+// The relay's decisions: store verdicts plus what ingest drops before the rings.
+export function decisions(st) {
+  const t = dropTable(st, 'store')
+  for (const [k, v] of Object.entries(dropTable(st, 'ingest'))) t[k] = (t[k] || 0) + v
+  return t
+}
+
 export function dropProblems(st, planted, { allow = ['duplicate'] } = {}) {
   const problems = []
-  const store = dropTable(st, 'store')
+  const got = decisions(st)
   const verify = dropTable(st, 'verify')
-  const reasons = new Set([...Object.keys(store), ...Object.keys(planted)])
+  const reasons = new Set([...Object.keys(got), ...Object.keys(planted)])
   for (const r of reasons) {
     if (allow.includes(r) && !(r in planted)) continue
-    const got = store[r] || 0
+    const n = got[r] || 0
     const want = planted[r] || 0
-    if (got !== want) problems.push(`store drops.${r} = ${got}, planted ${want} (verify counted ${verify[r] || 0})`)
+    if (n !== want) problems.push(`drops.${r} = ${n}, planted ${want} (verify counted ${verify[r] || 0})`)
   }
-  if (problems.length) problems.push(`store drops ${JSON.stringify(store)}; verify drops ${JSON.stringify(verify)}; ingest drops ${JSON.stringify(dropTable(st, 'ingest'))}`)
+  if (problems.length) problems.push(`store ${JSON.stringify(dropTable(st, 'store'))}; ingest ${JSON.stringify(dropTable(st, 'ingest'))}; verify ${JSON.stringify(verify)}`)
   return problems
 }
 
@@ -65,4 +72,29 @@ export async function statusWhen(baton, pred, timeoutMs = 10000) {
 // The planted count of a kind of forged frame in what the sims sent.
 export function plantedCount(pdses, kind) {
   return pdses.reduce((n, p) => n + p.sent.filter((e) => !e.valid && e.kind === kind).length, 0)
+}
+
+// What the sims planted, as drop reasons: bad signatures, revs going back, bad inversions
+// (lenient: inversions are passed on, so none), plus `extra` ({ reason: n }) for what a
+// scenario plants itself.
+export function plantedFromSims(pdses, extra = {}, { lenient = false } = {}) {
+  const p = {
+    bad_sig: plantedCount(pdses, 'badsig'),
+    rev_old: plantedCount(pdses, 'revback'),
+    bad_inversion: lenient ? 0 : plantedCount(pdses, 'badinv'),
+    ...extra,
+  }
+  for (const k of Object.keys(p)) if (!p[k]) delete p[k]
+  return p
+}
+
+// One check: once the store has decided as many drops as were planted (or after timeoutMs),
+// its drop counters equal `planted` exactly; reasons in opts.allow may have any count.
+// Resolves to the status used.
+export async function checkDrops(checks, baton, label, planted, { allow = ['duplicate'], timeoutMs = 10000 } = {}) {
+  const want = Object.entries(planted).reduce((n, [k, v]) => n + (allow.includes(k) ? 0 : v), 0)
+  const counted = (st) => Object.entries(decisions(st)).reduce((n, [k, v]) => n + (allow.includes(k) ? 0 : v), 0)
+  const st = await statusWhen(baton, (s) => counted(s) >= want, timeoutMs)
+  checks.none(`${label}drop counters = what was planted ${JSON.stringify(planted)}`, dropProblems(st, planted, { allow }))
+  return st
 }

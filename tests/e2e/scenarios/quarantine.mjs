@@ -18,6 +18,7 @@ import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'quarantine'
 
@@ -67,5 +68,7 @@ export async function run(checks, ctx) {
   checks.ok('the frame is kept for inspection under data/quarantine', files.length === 1, JSON.stringify(files))
   const h = await baton.health()
   checks.ok('/_health is 200 afterwards', h.status === 200, JSON.stringify(h.body))
+  // The poison frame, once (its re-deliveries after the two crashes are duplicates).
+  await checkDrops(checks, baton, '', plantedFromSims([pds], { quarantined: 1 }))
   await live.close()
 }
