@@ -8,8 +8,8 @@
 //   relay per scenario (RELAY_LENIENT_SYNC_VALIDATION=true when `lenient`), the frames are sent
 //   one at a time, and a frame not marked `drop` must come out of the relay next, equal to what
 //   was sent (type, DID, rev, commit CID, since, prevData, ops, blocks byte for byte; #account
-//   active/status; #identity handle). `invalid` and `update` do not change what a relay must
-//   do (indigo's runner ignores them too). Beyond indigo's runner:
+//   active/status; #identity handle). `invalid` does not change what a relay must do (indigo's
+//   runner ignores it and `update` too). Beyond indigo's runner:
 //   - a frame marked `drop` must be decided (batonctl status: one more drop counted by store
 //     or ingest, with the reason the table below names) and never arrive;
 //   - the initial account `status` and every #account frame are what the PDS's getRepoStatus
@@ -17,6 +17,7 @@
 //   - `wrong_key` is indigo's TestWrongKey: legacy.json with a different #atproto key, whose
 //     #commit must then be dropped as bad_sig; `account_lifecycle` also runs lenient, as in
 //     indigo's TestAccountLifecycle;
+//   - an #account marked `update` changes the relay's own getRepoStatus answer for the DID;
 //   - after the last frame, a cursor=0 consumer replays exactly the forwarded frames.
 //   First the frames themselves are checked: every CAR block hashes to its CID and every
 //   forwarded commit's signature verifies with the account's key, so the re-encoding from JSON
@@ -102,6 +103,26 @@ function differences(m, ev) {
   return d
 }
 
+// `update` on an #account frame: the relay's own getRepoStatus now says what the frame says
+// (a deleted account may also be gone: RepoNotFound / RepoDeleted).
+async function repoStatusProblems(baton, m) {
+  let res
+  try {
+    res = await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.getRepoStatus?did=${encodeURIComponent(m.did)}`, { signal: AbortSignal.timeout(5000) })
+  } catch (err) {
+    return [`getRepoStatus: ${err.message}`]
+  }
+  const body = await res.json().catch(() => ({}))
+  if (res.status !== 200) {
+    if (m.body.status === 'deleted' && ['RepoNotFound', 'RepoDeleted'].includes(body.error)) return []
+    return [`getRepoStatus HTTP ${res.status} ${JSON.stringify(body)}`]
+  }
+  const d = []
+  if (body.active !== m.body.active) d.push(`active ${body.active} != ${m.body.active}`)
+  if (!m.body.active && (body.status ?? null) !== (m.body.status ?? null)) d.push(`status ${body.status} != ${m.body.status}`)
+  return d.length ? [...d, JSON.stringify(body)] : []
+}
+
 function diffDrops(before, after) {
   const out = []
   for (const role of ['ingest', 'verify', 'store']) {
@@ -182,6 +203,7 @@ async function runOne(checks, ctx, plc, run) {
         problems.push(...differences(m, got[0]))
         checks.none(`${what} forwarded`, problems)
         forwarded.push(m)
+        if (m.t === '#account' && m.update) checks.none(`${what}: the relay's account state follows it (getRepoStatus)`, await repoStatusProblems(baton, m))
       }
       st = after
     } else {
