@@ -55,7 +55,7 @@ const SCENARIO_TIMEOUT_MS = {
   chaos: 150000,
 }
 const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'indigo', 'chaos']
-const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 840) * 1000
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1100) * 1000
 
 let passed = 0
 let failed = 0
