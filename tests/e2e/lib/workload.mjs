@@ -53,7 +53,11 @@ export async function drive(accounts, { count = Infinity, ratePerSec = 60, shoul
     }
     const due = start + ((i + 1) * 1000) / ratePerSec
     const wait = due - Date.now()
+    // Behind schedule, still yield to timers and sockets: the sims' writes resolve through
+    // microtasks only, so a loop that never sleeps would starve the event loop (the PLC, the
+    // subscribers and the scenario's own timers, including the one that stops this loop).
     if (wait > 0) await sleep(wait)
+    else await new Promise((r) => setImmediate(r))
   }
   return counts
 }

@@ -14,7 +14,7 @@
 //   - the live consumers and the replay agree on the (seq, did, rev) sequence;
 //   - the relay's drop counters equal what was planted (duplicates from re-delivery are free);
 //   - every stage restart is one of ours (restarts = kills), and /_health is 200.
-//   CHAOS_RATE (90) is the load in events per second over the three sims.
+//   CHAOS_RATE (60) is the load in events per second over the three sims.
 //   The kill schedule comes from a seeded PRNG: the seed is printed, CHAOS_SEED=<n> replays the
 //   same victims and intervals (the load itself is random).
 // DIAGNOSTICS
@@ -86,7 +86,7 @@ export async function run(checks, ctx) {
   const accounts = await createAccounts(pdses, 3)
   let stop = false
   let driveErr = null
-  const driving = drive(accounts, { ratePerSec: Number(process.env.CHAOS_RATE || 90), shouldStop: () => stop }).catch((err) => {
+  const driving = drive(accounts, { ratePerSec: Number(process.env.CHAOS_RATE || 60), shouldStop: () => stop }).catch((err) => {
     driveErr = err
   })
 
