@@ -16,10 +16,15 @@
 //   relay's stderr log is in the scenario's temp dir (printed on failure).
 
 import fs from 'node:fs'
+import dns from 'node:dns'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Checks, makeTmp, withTimeout } from './lib/harness.mjs'
 import { killAll } from './lib/baton.mjs'
+
+// The simulators listen on 127.0.0.1 and are named localhost:PORT. Debian 12's node 18 resolves
+// localhost to ::1 first and, unlike node 20, does not fall back to the next address.
+dns.setDefaultResultOrder('ipv4first')
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const repoRoot = path.resolve(here, '..', '..')

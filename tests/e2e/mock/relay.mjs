@@ -24,6 +24,7 @@
 //   Logs one line per notable event on stderr.
 
 import http from 'node:http'
+import dns from 'node:dns'
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
@@ -32,6 +33,10 @@ import WebSocket, { WebSocketServer } from 'ws'
 import * as dagCbor from '@ipld/dag-cbor'
 import { decodeFrame } from '../lib/consumer.mjs'
 import { EventVerifier } from '../lib/verify.mjs'
+
+// The simulators listen on 127.0.0.1 and are named localhost:PORT. Debian 12's node 18 resolves
+// localhost to ::1 first and, unlike node 20, does not fall back to the next address.
+dns.setDefaultResultOrder('ipv4first')
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const env = process.env
