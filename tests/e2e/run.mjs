@@ -8,7 +8,7 @@
 //   node tests/e2e/run.mjs --only NAME [builddir]
 //   Each scenario gets its own temp dir (kept on failure, removed on success)
 //   and a deadline; the whole run has a global deadline (E2E_TIMEOUT_S,
-//   default 230 s). Every child process is killed at the end, also on failure
+//   default 900 s). Every child process is killed at the end, also on failure
 //   or timeout. Prints `ok - ...` / `not ok - ...` per check and ends with
 //   `N passed, N failed`; exits 1 if anything failed.
 // DIAGNOSTICS
@@ -16,10 +16,15 @@
 //   relay's stderr log is in the scenario's temp dir (printed on failure).
 
 import fs from 'node:fs'
+import dns from 'node:dns'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Checks, makeTmp, withTimeout } from './lib/harness.mjs'
 import { killAll } from './lib/baton.mjs'
+
+// The simulators listen on 127.0.0.1 and are named localhost:PORT. Debian 12's node 18 resolves
+// localhost to ::1 first and, unlike node 20, does not fall back to the next address.
+dns.setDefaultResultOrder('ipv4first')
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const repoRoot = path.resolve(here, '..', '..')
@@ -55,9 +60,11 @@ const SCENARIO_TIMEOUT_MS = {
   evict: 75000,
   identwait: 120000,
   rotation: 150000,
+  indigo: 150000,
+  chaos: 150000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation']
-const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 600) * 1000
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'chaos']
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1100) * 1000
 
 let passed = 0
 let failed = 0

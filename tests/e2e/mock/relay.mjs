@@ -18,11 +18,13 @@
 //   MOCK_FAULT injects a relay bug, to show the scenarios catch it:
 //   `noverify` forwards forged commits, `dup` publishes every 50th event twice,
 //   `noreplay` ignores consumer cursors (gaps after a reconnect), `reorder`
-//   swaps two events of one DID.
+//   swaps two events of one DID, `dropvalid` drops every 60th valid event as bad_inversion
+//   (drop counters no longer equal what was planted).
 // DIAGNOSTICS
 //   Logs one line per notable event on stderr.
 
 import http from 'node:http'
+import dns from 'node:dns'
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
@@ -31,6 +33,10 @@ import WebSocket, { WebSocketServer } from 'ws'
 import * as dagCbor from '@ipld/dag-cbor'
 import { decodeFrame } from '../lib/consumer.mjs'
 import { EventVerifier } from '../lib/verify.mjs'
+
+// The simulators listen on 127.0.0.1 and are named localhost:PORT. Debian 12's node 18 resolves
+// localhost to ::1 first and, unlike node 20, does not fall back to the next address.
+dns.setDefaultResultOrder('ipv4first')
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const env = process.env
@@ -42,8 +48,18 @@ const log = (...a) => process.stderr.write(`mock-relay: ${a.join(' ')}\n`)
 const stages = []
 const roles = [['ingest', 1], ['verify', Number(env.RELAY_VERIFY_PROCS || 2)], ['store', 1], ['fanout', Number(env.RELAY_FANOUT_PROCS || 2)]]
 let stopping = false
+// Drop counters by baton's reason names, shown on the store stage like baton's verdict counts.
+const drops = {}
+function reasonName(r) {
+  if (/signature/.test(r)) return 'bad_sig'
+  if (/rev not after/.test(r)) return 'rev_old'
+  if (/invert|prevData/.test(r)) return 'bad_inversion'
+  if (/host authority/.test(r)) return 'wrong_host'
+  if (/future/.test(r)) return 'rev_future'
+  return 'bad_commit'
+}
 function writeStatus() {
-  const st = { stages: stages.map(({ role, index, pid, state, restarts }) => ({ role, index, pid, state, restarts })) }
+  const st = { stages: stages.map(({ role, index, pid, state, restarts }) => ({ role, index, pid, state, restarts, drops: role === 'store' ? drops : {} })) }
   fs.writeFileSync(statusFile + '.tmp', JSON.stringify(st))
   fs.renameSync(statusFile + '.tmp', statusFile)
 }
@@ -77,6 +93,7 @@ function onStageDied(s) {
 const FAULT = env.MOCK_FAULT || ''
 let seq = 0
 let held = null // for MOCK_FAULT=reorder
+let validSeen = 0 // for MOCK_FAULT=dropvalid
 const events = [] // { seq, frame }
 const consumers = new Set()
 let nextConsumerId = 0
@@ -109,14 +126,20 @@ async function handleUpstream(h, data) {
   if (body.seq <= h.cursor) return // duplicate after a resume
   const t = header.t
   if (t === '#commit' || t === '#sync') {
-    const r = FAULT === 'noverify' ? { ok: true } : await h.verifier.verify(t, body)
+    let r = FAULT === 'noverify' ? { ok: true } : await h.verifier.verify(t, body)
+    if (FAULT === 'dropvalid' && r.ok && ++validSeen % 60 === 0) r = { ok: false, reason: 'inverted ops do not give prevData (injected)' }
     if (FAULT === 'reorder' && r.ok && t === '#commit' && seq === 100 && !held) {
       held = body // published after the DID's next commit
     } else if (held && r.ok && t === '#commit' && body.repo === held.repo) {
       publish(t, body)
       publish('#commit', held)
       held = { repo: null }
-    } else if (!r.ok) log(`drop ${t} ${body.repo ?? body.did} rev ${body.rev}: ${r.reason}`)
+    } else if (!r.ok) {
+      log(`drop ${t} ${body.repo ?? body.did} rev ${body.rev}: ${r.reason}`)
+      const n = reasonName(r.reason)
+      drops[n] = (drops[n] || 0) + 1
+      writeStatus()
+    }
     else publish(t, body)
   } else if (t === '#identity') {
     h.verifier.purge(body.did)

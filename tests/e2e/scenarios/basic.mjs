@@ -32,6 +32,7 @@ import {
   sameTuples,
   relayLinesFor,
 } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'basic'
 
@@ -142,6 +143,7 @@ export async function run(checks, ctx) {
     JSON.stringify(names) === JSON.stringify(pdses.map((p) => p.host).sort()),
     JSON.stringify(names),
   )
+  await checkDrops(checks, baton, '', plantedFromSims(pdses))
   await live.close()
   await zero.close()
   await mid.close()

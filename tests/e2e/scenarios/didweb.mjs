@@ -14,11 +14,12 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { relayWithPdses } from '../lib/setup.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'didweb'
 
 export async function run(checks, ctx) {
-  const { plc, pdses, live } = await relayWithPdses(checks, ctx)
+  const { plc, pdses, baton, live } = await relayWithPdses(checks, ctx)
   const pds = pdses[0]
 
   const web = await pds.createAccount({ keyType: 'p256', didWeb: true })
@@ -39,5 +40,6 @@ export async function run(checks, ctx) {
   checks.ok(`the did:web account's commits were delivered (${web.did})`, webCommits >= 6, `${webCommits} commits`)
   const plcAsked = plc.requests.get(web.did) ?? 0
   checks.ok('did:web was resolved at the host, not at the PLC', plcAsked === 0, `${plcAsked} PLC requests for did:web`)
+  await checkDrops(checks, baton, '', plantedFromSims([pds]))
   await live.close()
 }

@@ -19,6 +19,7 @@ import { Baton } from '../lib/baton.mjs'
 import { relayWithPdses } from '../lib/setup.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'garbage'
 
@@ -36,9 +37,9 @@ export async function run(checks, ctx) {
     () => bad.sendRaw(Buffer.from([0xa2, 0x61, 0x74, 0x67, 0x23, 0x63])), // truncated header
     () => bad.sendRaw(Buffer.alloc(5_100_000, 7)), // over the frame limit
     () => bad.sendRaw(Buffer.concat([Buffer.from([0xa2, 0x62, 0x6f, 0x70, 0x20, 0x61, 0x74, 0x61, 0x78]), Buffer.from([0xa1, 0x65, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x63, 0x42, 0x61, 0x64])])),
-    () => bad.emitCustom('#commit', { repo: did, rev: '3kabcdefghij2', since: null, commit: null, blocks: crypto.randomBytes(64), ops: [], blobs: [], rebase: false, tooBig: false, time: new Date().toISOString() }),
-    () => bad.emitCustom('#commit', { repo: did, time: new Date().toISOString() }),
-    () => bad.emitCustom('#mystery', { did, time: new Date().toISOString(), link: link ?? null }),
+    () => bad.emitCustom('#commit', { repo: did, rev: '3kabcdefghij2', since: null, commit: null, blocks: crypto.randomBytes(64), ops: [], blobs: [], rebase: false, tooBig: false, time: new Date().toISOString() }, { reason: 'bad_frame' }), // commit: null is no CID: no #commit
+    () => bad.emitCustom('#commit', { repo: did, time: new Date().toISOString() }, { reason: 'bad_frame' }),
+    () => bad.emitCustom('#mystery', { did, time: new Date().toISOString(), link: link ?? null }, { reason: 'unknown_type' }),
   ]
   let i = 0
   await drive(accounts, { count: 240, ratePerSec: 80, shouldStop: () => { if (i % 10 === 5) garbage[(i / 10) % garbage.length | 0](); i++; return false } })
@@ -60,6 +61,11 @@ export async function run(checks, ctx) {
   checks.ok('ingest counted the undecodable frames and dropped those connections', badFrames >= 3, `bad_frames ${badFrames}`)
   const named = ['bad_car', 'bad_frame', 'unknown_type', 'bad_commit'].map((k) => Baton.sum(after, 'verify', 'drops', k))
   checks.ok('verify dropped the wrong-inside frames with named reasons', named.reduce((a, b) => a + b, 0) >= 3, JSON.stringify(named))
+  // Each sequenced garbage frame is one drop with the reason it was planted with; the raw
+  // garbage is no frame at all (the connection is dropped, the relay resumes with its cursor).
+  const extra = {}
+  for (const e of bad.sent) if (e.kind === 'garbage') extra[e.reason] = (extra[e.reason] || 0) + 1
+  await checkDrops(checks, baton, '', plantedFromSims([bad, good], extra))
   const h = await baton.health()
   checks.ok('/_health is 200 afterwards', h.status === 200, JSON.stringify(h))
   await live.close()

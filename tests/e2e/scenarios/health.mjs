@@ -20,6 +20,7 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'health'
 
@@ -147,6 +148,7 @@ export async function run(checks, ctx) {
     `live: ${valid.length} valid events (sent across the freeze) exactly once, per-DID order, no forged`,
     compareDelivery(live, valid, forgedEvents(pdses)),
   )
+  await checkDrops(checks, baton, '', plantedFromSims(pdses))
   const h = await baton.health()
   checks.ok('/_health is 200 at the end', h.status === 200, JSON.stringify(h))
 }

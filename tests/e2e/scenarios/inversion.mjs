@@ -22,6 +22,7 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'inversion'
 
@@ -89,6 +90,7 @@ export async function run(checks, ctx) {
     nInv >= forged.length,
     `verify drops.bad_inversion = ${nInv}; verify drops: ${JSON.stringify((st?.stages || []).filter((s) => s.role === 'verify').map((s) => s.drops))}`,
   )
+  await checkDrops(checks, baton, 'strict: ', plantedFromSims([pds]))
   await live.close()
   await baton.stop()
 
@@ -137,6 +139,7 @@ export async function run(checks, ctx) {
     nLen >= forged2.length && Baton.sum(st2, 'verify', 'drops', 'bad_inversion') === 0,
     `inversion_lenient=${nLen} bad_inversion=${Baton.sum(st2, 'verify', 'drops', 'bad_inversion')}`,
   )
+  await checkDrops(checks, lenient, 'lenient: ', plantedFromSims([pds2], {}, { lenient: true }))
   await lc.close()
   await lenient.stop()
 }

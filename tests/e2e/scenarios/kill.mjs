@@ -26,6 +26,7 @@ import {
   tuples,
   sameTuples,
 } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'kill'
 
@@ -117,6 +118,7 @@ export async function run(checks, ctx) {
     checks.none(`${c.name}: every valid event exactly once, per-DID order, no forged`, compareDelivery(c, valid, forged))
   }
 
+  await checkDrops(checks, baton, '', plantedFromSims(pdses))
   const head = Math.max(...consumers.map((c) => c.lastSeq ?? 0))
   const zero = new Consumer(baton.wsUrl, { cursor: 0, name: 'cursor0' })
   await zero.start()

@@ -19,6 +19,7 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll, tuples, sameTuples } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'oldcursor'
 
@@ -100,6 +101,7 @@ export async function run(checks, ctx) {
   checks.none('slow: no protocol problems', slow.errors)
   checks.ok('slow: not disconnected after pausing twice', slow.disconnects === 0 && !slow.closed, `close codes ${JSON.stringify(slow.closeCodes)}`)
   checks.none('slow: caught up with exactly the reference sequence', sameTuples(tuples(slow), tuples(ref), 'slow', 'reference'))
+  await checkDrops(checks, baton, '', plantedFromSims(pdses))
   const st = await baton.status()
   const kicks = Baton.sum(st, 'fanout', 'counters', 'slow_kicks')
   checks.ok('no consumer was kicked as slow (counters.slow_kicks = 0)', kicks === 0, `slow_kicks = ${kicks}`)

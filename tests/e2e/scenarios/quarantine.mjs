@@ -20,6 +20,7 @@ import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'quarantine'
 
@@ -80,6 +81,8 @@ async function phase(checks0, ctx, inDecode) {
   checks.ok('the frame is kept for inspection under data/quarantine', files.length === 1, JSON.stringify(files))
   const h = await baton.health()
   checks.ok('/_health is 200 afterwards', h.status === 200, JSON.stringify(h.body))
+  // The poison frame, once (its re-deliveries after the two crashes are duplicates).
+  await checkDrops(checks, baton, '', plantedFromSims([pds], { quarantined: 1 }))
   await live.close()
   await baton.stop()
 }

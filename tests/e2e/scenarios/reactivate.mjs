@@ -15,6 +15,7 @@ import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { relayWithPdses } from '../lib/setup.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'reactivate'
 
@@ -56,5 +57,7 @@ export async function run(checks, ctx) {
   checks.ok('the dropped commits are counted as inactive', inactive >= 2, `drops.inactive ${inactive}`)
   const accts = live.events.filter((e) => e.t === '#account').length
   checks.ok('the #account events were delivered', accts >= 3, `${accts} #account events`)
+  // The two commits of inactive accounts; nothing else is dropped.
+  await checkDrops(checks, baton, '', plantedFromSims(pdses, { inactive: 2 }))
   await live.close()
 }

@@ -19,6 +19,7 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'resolver'
 
@@ -142,6 +143,11 @@ export async function run(checks, ctx) {
   )
   const ghostLate = live.events.filter((e) => e.did === ghost.did && isRepo(e))
   checks.ok('404 DID: still nothing delivered at the end', ghostLate.length === 0, `${ghostLate.length} delivered`)
+  // Every frame of the 404 DID but its #identity (#account, its commits) is dropped as
+  // no_identity; an #identity is passed on whatever the resolution says, as indigo does.
+  const ghostFrames = pds.sent.filter((e) => e.did === ghost.did && e.t !== '#identity').length
+  console.log(`# resolver: ghost frames sent ${pds.sent.filter((e) => e.did === ghost.did).map((e) => e.t).join(',')}; delivered ${live.events.filter((e) => e.did === ghost.did).map((e) => e.t).join(',') || 'none'}`)
+  await checkDrops(checks, baton, '', plantedFromSims([pds], { no_identity: ghostFrames }))
   const stEnd = await baton.status()
   const waitingEnd = Baton.sum(stEnd, 'verify', 'counters', 'waiting')
   checks.ok('recovery: nothing left waiting (counters.waiting = 0)', waitingEnd === 0, `waiting = ${waitingEnd}`)

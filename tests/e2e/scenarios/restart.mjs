@@ -19,6 +19,7 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll, tuples, sameTuples } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'restart'
 
@@ -48,6 +49,7 @@ export async function run(checks, ctx) {
   const firstBatch = validRepoEvents(pdses)
   await before.waitFor((c) => hasAll(c, firstBatch), 20000, 'first batch').catch(() => {})
   await sleep(500)
+  await checkDrops(checks, baton, 'first run: ', plantedFromSims(pdses))
   const lastBefore = before.lastSeq
   await before.close()
   const st = await baton.stop()
@@ -69,6 +71,7 @@ export async function run(checks, ctx) {
   await early.close()
 
   const st2 = await baton.stop()
+  const mark = pdses.map((p) => p.sent.length) // the third run decides what is sent from here on
   checks.ok('SIGTERM stops the relay cleanly again', st2.clean && st2.code === 0, JSON.stringify(st2))
 
   // Emitted while the relay is down.
@@ -98,6 +101,7 @@ export async function run(checks, ctx) {
   await zero.start()
   ctx.cleanup.push(() => zero.close())
   await zero.waitFor((c) => hasAll(c, valid), 30000, 'every valid event').catch(() => {})
+  await checkDrops(checks, baton, 'third run: ', plantedFromSims(pdses.map((p, i) => ({ sent: p.sent.slice(mark[i]) }))))
   await sleep(1000)
   checks.none('cursor=0 after the restart: frames valid, seq strictly increasing', zero.errors)
   checks.none('cursor=0 after the restart: every valid event exactly once, in order, nothing forged', compareDelivery(zero, valid, forged))

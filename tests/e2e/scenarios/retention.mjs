@@ -18,6 +18,7 @@ import { Baton } from '../lib/baton.mjs'
 import { relayWithPdses } from '../lib/setup.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'retention'
 
@@ -46,6 +47,7 @@ export async function run(checks, ctx) {
   await poller
   checks.ok(`/_health answered 200 to all ${polls} polls while retention ran`, bad.length === 0 && polls > 20, bad.slice(0, 3).join('; '))
   checks.none('live: every valid event exactly once, in order, nothing forged', compareDelivery(live, valid, forgedEvents([pds])))
+  await checkDrops(checks, baton, '', plantedFromSims([pds]))
 
   const one = new Consumer(baton.wsUrl, { cursor: 1, name: 'cursor1' })
   const zero = new Consumer(baton.wsUrl, { cursor: 0, name: 'cursor0' })

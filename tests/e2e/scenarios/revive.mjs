@@ -21,6 +21,7 @@ import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 
 export const name = 'revive'
 
@@ -131,4 +132,5 @@ export async function run(checks, ctx) {
     `live: all ${valid.length} valid events (incl. those emitted while the PDS was down) exactly once, per-DID order, no forged`,
     compareDelivery(live, valid, forgedEvents([pds, steady])),
   )
+  await checkDrops(checks, baton, '', plantedFromSims([pds, steady]))
 }
