@@ -72,8 +72,11 @@ struct bt_rec_frame {
 	uint16_t host_len;
 	uint16_t pad;
 	char host[BT_HOST_MAX]; /* "host" or "host:port", not NUL-terminated past host_len */
+	uint32_t epoch;     /* the host's chain epoch: +1 at every upstream reset (docs/chain.md) */
+	uint32_t pad2;
 };
-_Static_assert(sizeof(struct bt_rec_frame) == 296, "bt_rec_frame layout");
+_Static_assert(sizeof(struct bt_rec_frame) == 304, "bt_rec_frame layout");
+_Static_assert(offsetof(struct bt_rec_frame, epoch) == 296, "bt_rec_frame epoch");
 
 /* Event types carried in verdicts and on the broadcast ring */
 enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT };
@@ -97,7 +100,9 @@ enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT
 	X(BAD_INVERSION, "ops do not invert the new MST to prevData (Sync 1.1)") \
 	X(INACTIVE, "account is not active")                              \
 	X(DUPLICATE, "frame already has a verdict (re-delivery)")         \
-	X(QUARANTINED, "frame crashed verify twice")
+	X(QUARANTINED, "frame crashed verify twice")                      \
+	X(MALFORMED, "malformed ring record or a frame the store cannot splice (chained, never committed)") \
+	X(STALE_EPOCH, "verdict of a chain epoch too old to be tracked (docs/chain.md)")
 enum bt_drop {
 #define X(n, d) BT_DROP_##n,
 	BT_DROPS(X)
@@ -128,8 +133,15 @@ struct bt_rec_verdict {
 	char status[BT_STATUS_MAX];
 	uint8_t data_cid[64];   /* binary CID of the new MST root (commit/sync) */
 	uint8_t commit_cid[64]; /* binary CID of the commit */
+	uint32_t epoch;         /* copied from the frame */
+	uint32_t pad2;
 };
-_Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
+_Static_assert(sizeof(struct bt_rec_verdict) == 488, "bt_rec_verdict layout");
+_Static_assert(offsetof(struct bt_rec_verdict, epoch) == 480, "bt_rec_verdict epoch");
+
+/* Headroom of a verdict's frame over the upstream frame it came from (canonical re-encoding,
+   the spliced seq); the start-up check of ring sizes (bt_proc_init) counts it. */
+#define BT_VERDICT_SLACK 4096u
 
 /* Stats page of one stage: single writer (the stage), read by the supervisor and /_health. */
 #define BT_STATS(X)                                                                 \
@@ -158,7 +170,11 @@ _Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
 	X(HOSTS, "upstream hosts subscribed now")                                   \
 	X(CRAWLS, "requestCrawl accepted")                                          \
 	X(CRAWLS_REFUSED, "requestCrawl refused")                                   \
-	X(QUARANTINED, "frames quarantined after crashing verify twice")
+	X(QUARANTINED, "frames quarantined after crashing verify twice")           \
+	X(CHAIN_RESETS, "upstream chain resets applied (new epoch)")                \
+	X(EMSGSIZE, "records too big for a ring (counted drop; a broadcast one is filled from RocksDB)") \
+	X(RING_GAPS, "seqs missing on the broadcast ring, filled from RocksDB")      \
+	X(REPUBLISHED, "events published again from RocksDB at store start")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

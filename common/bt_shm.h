@@ -34,7 +34,7 @@ struct event_base;
 #define BT_SHM_MAX_BELLS 64
 #define BT_SHM_PAGE_SIZE 4096
 #define BT_SHM_MAGIC 0x4d485342u /* "BSHM" little-endian */
-#define BT_SHM_VERSION 1u
+#define BT_SHM_VERSION 2u
 
 /* Largest payload a ring of capacity cap accepts; a bigger claim/publish is -EMSGSIZE.
    A quarter of the ring (minus the biggest record header) so a record always fits in an
@@ -126,6 +126,15 @@ size_t bt_ring_used(const struct bt_ring *r);
 /* Publishes a record with relay seq (> the last one); copies p; never blocks; rings the bell.
    -EMSGSIZE, -EINVAL (seq not increasing, PAD type, SPSC ring). */
 int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n);
+/* Writer side, at the start of a new writer (the previous one may have died inside a publish):
+   sets the ring's last seq to that of the newest record actually below head, and returns it in
+   *last_seq: the next publish must be *last_seq + 1, and whatever the dead writer committed
+   after it must be published again (docs/chain.md, "republish").  -ENOENT if the ring was never
+   written (*last_seq = 0), -EPROTO if it does not scan. */
+int bt_bcast_recover(struct bt_ring *r, uint64_t *last_seq);
+/* Fault injection for tests only (never set in production): a publish of this seq _exit(9)s
+   between its last_seq store and its head store.  0 = off. */
+extern uint64_t bt_bcast_fault_exit_seq;
 /* Seq of the newest published record, 0 if none. */
 uint64_t bt_bcast_last_seq(const struct bt_ring *r);
 /* Position after the newest record (a new live reader starts here). */
