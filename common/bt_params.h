@@ -55,8 +55,9 @@
 	X(STR, fault_crash_did, "RELAY_FAULT_CRASH_DID", "", 0, 0,                                      \
 	  "fault injection for tests: verify aborts on every frame of this DID (never set it in production)") \
 	X(STR, fault_store_exit, "RELAY_FAULT_STORE_EXIT", "", 0, 0,                                    \
-	  "fault injection for tests: the store _exit(9)s at a point (after_write_seq:N, after_publish_seq:N, " \
-	  "in_publish_seq:N, after_reset_write) or fails splice_fail:N splices (never set it in production)")
+	  "fault injection for tests: comma-separated points where the store _exit(9)s (after_write_seq:N, " \
+	  "after_publish_seq:N, in_publish_seq:N, after_reset_write) or splice_fail_useq:U (the splice of " \
+	  "the frame of upstream seq U, epoch 0, fails); never set it in production")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

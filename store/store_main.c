@@ -62,7 +62,7 @@ static struct {
 	uint64_t after_write_seq;   /* after the write of the batch that commits this seq */
 	uint64_t after_publish_seq; /* after this seq's publish, before the ring release */
 	bool after_reset_write;     /* after the write of a batch that applies a chain reset */
-	unsigned splice_fail;       /* the first N accepted verdicts of this process fail their splice */
+	uint64_t splice_fail_useq;  /* the accepted verdict of this upstream seq (epoch 0) fails its splice */
 } fault;
 
 static void fault_exit(const char *what)
@@ -81,32 +81,33 @@ static void fault_after_write(void)
 		fault_exit("after_write");
 }
 
-static bool fault_splice_fail(void)
+static bool fault_splice_fail(const struct bt_rec_verdict *v)
 {
-	if (!fault.splice_fail)
-		return false;
-	fault.splice_fail--;
-	return true;
+	return fault.splice_fail_useq && v->useq == fault.splice_fail_useq && v->epoch == 0;
 }
 
 static void fault_parse(void)
 {
+	char list[sizeof bt_cfg.fault_store_exit], *save = NULL;
+	snprintf(list, sizeof list, "%s", bt_cfg.fault_store_exit);
 	const char *f = bt_cfg.fault_store_exit;
-	unsigned long long n = 0;
 	if (!*f)
 		return;
-	if (sscanf(f, "after_write_seq:%llu", &n) == 1)
-		fault.after_write_seq = n;
-	else if (sscanf(f, "after_publish_seq:%llu", &n) == 1)
-		fault.after_publish_seq = n;
-	else if (sscanf(f, "in_publish_seq:%llu", &n) == 1)
-		bt_bcast_fault_exit_seq = n;
-	else if (!strcmp(f, "after_reset_write"))
-		fault.after_reset_write = true;
-	else if (sscanf(f, "splice_fail:%llu", &n) == 1)
-		fault.splice_fail = (unsigned)n;
-	else
-		bt_die_config("RELAY_FAULT_STORE_EXIT: unknown point %s", f);
+	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		unsigned long long n = 0;
+		if (sscanf(t, "after_write_seq:%llu", &n) == 1)
+			fault.after_write_seq = n;
+		else if (sscanf(t, "after_publish_seq:%llu", &n) == 1)
+			fault.after_publish_seq = n;
+		else if (sscanf(t, "in_publish_seq:%llu", &n) == 1)
+			bt_bcast_fault_exit_seq = n;
+		else if (!strcmp(t, "after_reset_write"))
+			fault.after_reset_write = true;
+		else if (sscanf(t, "splice_fail_useq:%llu", &n) == 1)
+			fault.splice_fail_useq = n;
+		else
+			bt_die_config("RELAY_FAULT_STORE_EXIT: unknown point %s", t);
+	}
 	BT_WARN("RELAY_FAULT_STORE_EXIT=%s: fault injection for tests", f);
 }
 static struct bt_buf evbuf; /* the batch's event values, reused: no malloc per frame */
@@ -214,7 +215,7 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		bt_buf_append(&evbuf, &eh, sizeof eh);
 		bt_buf_append(&evbuf, v->did, v->did_len);
 		size_t at = evbuf.len;
-		if (fault_splice_fail() || bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, &evbuf) < 0) {
+		if (fault_splice_fail(v) || bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, &evbuf) < 0) {
 			BT_LOG_EVERY(BT_LOG_ERROR, "splice failed for %.*s (useq %llu): dropped", (int)v->did_len, v->did,
 				     (unsigned long long)v->useq);
 			evbuf.len = start;
