@@ -11,6 +11,7 @@
  *	Prints "N passed, N failed"; exits non-zero on failure.  Segments are created under
  *	/dev/shm (or $BT_SHM_DIR) and removed at the end.
  */
+#include "bt_proc.h"
 #include "bt_shm.h"
 #include "bt_test.h"
 
@@ -700,6 +701,31 @@ static void test_bcast_kill_in_publish(void)
 	bt_shm_unlink(path);
 }
 
+/* Issue 5.6: every size limit against the others at start, exit 2 (the supervisor's check). */
+static int limits_exit(uint64_t frame, uint64_t ring, uint64_t bcast)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		bt_cfg.max_frame_bytes = (int64_t)frame;
+		bt_proc_check_limits(ring, bcast);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_limits(void)
+{
+	CHECK(limits_exit(5000000, 64u << 20, 256u << 20) == 0); /* the defaults */
+	CHECK(limits_exit(5000000, 32u << 20, 32u << 20) == 0);
+	CHECK(limits_exit(5000000, 32u << 20, 16u << 20) == 2);  /* broadcast records are 4 MiB */
+	CHECK(limits_exit(16777216, 64u << 20, 256u << 20) == 2); /* a 16 MiB frame + header > 16 MiB */
+	size_t max = BT_RING_MAX_RECORD(32u << 20);
+	CHECK(limits_exit(max - sizeof(struct bt_rec_verdict) - BT_VERDICT_SLACK, 32u << 20, 32u << 20) == 0);
+	CHECK(limits_exit(max - sizeof(struct bt_rec_verdict) - BT_VERDICT_SLACK + 1, 32u << 20, 32u << 20) == 2);
+}
+
 int main(void)
 {
 	test_layout_and_open();
@@ -709,6 +735,7 @@ int main(void)
 	test_spsc_restart();
 	test_bcast();
 	test_bcast_kill_in_publish();
+	test_limits();
 	test_bells();
 	BT_TEST_END();
 }
