@@ -694,8 +694,9 @@ static void test_bcast_kill_in_publish(void)
 	/* A clean restart: the last record below head. */
 	CHECK(bt_bcast_recover(r, &from) == 0 && from == 8);
 	/* After the ring wrapped many times. */
+	static uint8_t big[200];
 	for (uint64_t sq = 9; sq <= 2000; sq++)
-		bt_bcast_publish(r, sq, 1, &sq, (size_t)(sq % 200));
+		bt_bcast_publish(r, sq, 1, big, (size_t)(sq % 200));
 	CHECK(bt_bcast_recover(r, &from) == 0 && from == 2000);
 	bt_shm_close(&s);
 	bt_shm_unlink(path);
