@@ -479,8 +479,14 @@ void fan_sub_start(struct bt_http_req *req)
 		return;
 	}
 	if (!has_cursor) {
-		/* Live from now: everything after the newest published seq. */
+		/* Live from now: everything after the newest committed seq.  Not just the ring's: after
+		   a restart of the whole relay the ring starts empty while RocksDB holds the past, and
+		   the first ring record would look like a gap to fill from the beginning. */
 		s->after = bt_bcast_last_seq(fan.ring);
+		if (fan_db_ensure() == 0) {
+			fan_db_catch_up(0);
+			s->after = newest_seq();
+		}
 		uint64_t pos;
 		int rc = bt_bcast_seek(fan.ring, s->after, &pos);
 		if (rc == 0 || rc == -EAGAIN) {
