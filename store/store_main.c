@@ -9,11 +9,15 @@
  *	Only after that batch is written (synced if RELAY_SYNC_WRITES) are the events published
  *	to the broadcast ring and the input records released.  Hence:
  *	  - killed before the write: nothing happened; the verdicts are read again;
- *	  - killed after the write, before the publish: at start the events the broadcast ring
- *	    lacks are published again from RocksDB (republish_tail);
+ *	  - killed after the write, before or inside the publish: at start the events the
+ *	    broadcast ring lacks, after the last record actually below its head, are published
+ *	    again from RocksDB (republish_tail, bt_bcast_recover);
  *	  - killed after the publish, before the release: the verdicts are read again and
  *	    recognised as duplicates by the host chain.
- *	Relay seq is never reused: it is persisted in the batch that uses it.
+ *	Relay seq is never reused: it is persisted in the batch that uses it.  Every verdict is
+ *	chained (store_chain.c, per host and epoch) before it is decided, so a drop of any kind,
+ *	including the store's own (a failed splice, a malformed record), moves the host's cursor.
+ *	docs/chain.md has the rules and their tests; RELAY_FAULT_STORE_EXIT injects the kills.
  *
  *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus; used by ingest, which owns
  *	upstream connections but may not write RocksDB.
