@@ -158,10 +158,16 @@ static void del_link(struct sto_host *h, struct sto_chain *c, uint64_t prev, str
    it; a jumped-over frame above the cursor keeps its mark as a loose entry. */
 static void sweep(struct sto_host *h, struct sto_chain *c, struct bt_db_batch *b)
 {
-	size_t n = 0;
-	uint64_t *ks = malloc((c->pending.n + 1) * 2 * sizeof *ks);
-	if (!ks)
-		return; /* retried at the next advance */
+	static uint64_t *ks; /* scratch, grown as needed: no malloc per sweep */
+	static size_t ks_cap;
+	size_t n = 0, need = (c->pending.n + 1) * 2;
+	if (need > ks_cap) {
+		uint64_t *nk = realloc(ks, need * 2 * sizeof *nk);
+		if (!nk)
+			return; /* retried at the next advance */
+		ks = nk;
+		ks_cap = need * 2;
+	}
 	for (size_t i = 0; i < c->pending.cap; i++)
 		if (c->pending.keys[i] != UINT64_MAX) {
 			ks[2 * n] = c->pending.keys[i];
@@ -184,7 +190,6 @@ static void sweep(struct sto_host *h, struct sto_chain *c, struct bt_db_batch *b
 			loose_left = true;
 		}
 	}
-	free(ks);
 	c->sweep = loose_left;
 }
 
