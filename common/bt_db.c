@@ -344,11 +344,21 @@ size_t bt_key_hostname(char *out, size_t cap, const char *host, size_t hn)
 	return hn + 2;
 }
 
-size_t bt_key_pending(char out[14], uint32_t host_id, uint64_t prev)
+size_t bt_key_pending(char out[18], uint32_t host_id, uint32_t epoch, uint64_t prev)
 {
 	out[0] = 'p';
 	out[1] = '/';
 	bt_be32_put((uint8_t *)out + 2, host_id);
-	bt_be64_put((uint8_t *)out + 6, prev);
-	return 14;
+	bt_be32_put((uint8_t *)out + 6, epoch);
+	bt_be64_put((uint8_t *)out + 10, prev);
+	return 18;
+}
+
+size_t bt_key_chain(char out[10], uint32_t host_id, uint32_t epoch)
+{
+	out[0] = 'c';
+	out[1] = '/';
+	bt_be32_put((uint8_t *)out + 2, host_id);
+	bt_be32_put((uint8_t *)out + 6, epoch);
+	return 10;
 }

@@ -13,8 +13,14 @@
  *	  "h/" be32(host_id)             struct bt_host_rec: host, status, committed cursor
  *	  "n/" hostname                  be32 host_id
  *	  "i/" did                       struct bt_ident_rec: the identity verify last resolved (docs/identity.md)
- *	  "p/" be32(host_id) be64(prev)  be64 useq: a frame with a verdict above the host's cursor,
- *	                                 waiting for the chain below it (see store/store_chain.c)
+ *	  "p/" be32(host_id) be32(epoch) be64(prev)
+ *	                                 be64 useq: a frame with a verdict above its epoch's cursor,
+ *	                                 waiting for the chain below it (see store/store_chain.c);
+ *	                                 a v1 store wrote "p/" be32(host_id) be64(prev) (epoch 0),
+ *	                                 migrated at load
+ *	  "c/" be32(host_id) be32(epoch) be64 cursor, be32 flags (1 = started), be32 0: one chain
+ *	                                 of the host (docs/chain.md); none in a v1 store (the
+ *	                                 host record's cursor is epoch 0's)
  * DIAGNOSTICS
  *	Functions return 0 or a negative code and log RocksDB's message once.
  */
@@ -114,7 +120,8 @@ size_t bt_key_event(char out[10], uint64_t seq);
 size_t bt_key_acct(char *out, size_t cap, const char *did, size_t dn);
 size_t bt_key_host(char out[6], uint32_t host_id);
 size_t bt_key_hostname(char *out, size_t cap, const char *host, size_t hn);
-size_t bt_key_pending(char out[14], uint32_t host_id, uint64_t prev);
+size_t bt_key_pending(char out[18], uint32_t host_id, uint32_t epoch, uint64_t prev);
+size_t bt_key_chain(char out[10], uint32_t host_id, uint32_t epoch);
 size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn);
 void   bt_be64_put(uint8_t *p, uint64_t v);
 uint64_t bt_be64_get(const uint8_t *p);

@@ -59,7 +59,11 @@
 	X(DUR, identity_wait, "RELAY_IDENTITY_WAIT", "3m", 1, 86400,                                    \
 	  "longest a frame waits for its DID's resolution; then the DID's frames are dropped (identity_timeout) and it is desynchronized until it resolves") \
 	X(DUR, prior_key_grace, "RELAY_PRIOR_KEY_GRACE", "72h", 1, 31536000,                            \
-	  "how long after a did:plc key rotation a commit signed with the previous key is still accepted (docs/identity.md)")
+	  "how long after a did:plc key rotation a commit signed with the previous key is still accepted (docs/identity.md)") \
+	X(STR, fault_store_exit, "RELAY_FAULT_STORE_EXIT", "", 0, 0,                                    \
+	  "fault injection for tests: comma-separated points where the store _exit(9)s (after_write_seq:N, " \
+	  "after_publish_seq:N, in_publish_seq:N, after_reset_write) or splice_fail_useq:U (the splice of " \
+	  "the frame of upstream seq U, epoch 0, fails); never set it in production")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

@@ -73,8 +73,11 @@ struct bt_rec_frame {
 	uint16_t host_len;
 	uint16_t pad;
 	char host[BT_HOST_MAX]; /* "host" or "host:port", not NUL-terminated past host_len */
+	uint32_t epoch;     /* the host's chain epoch: +1 at every upstream reset (docs/chain.md) */
+	uint32_t pad2;
 };
-_Static_assert(sizeof(struct bt_rec_frame) == 296, "bt_rec_frame layout");
+_Static_assert(sizeof(struct bt_rec_frame) == 304, "bt_rec_frame layout");
+_Static_assert(offsetof(struct bt_rec_frame, epoch) == 296, "bt_rec_frame epoch");
 
 /* Event types carried in verdicts and on the broadcast ring */
 enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT };
@@ -102,7 +105,9 @@ enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT
 	X(SYNC_REV_OLD, "#sync rev older than the stored rev")            \
 	X(BAD_RECORD, "malformed record in the ingest->verify ring")      \
 	X(TOO_BIG_VERDICT, "verdict larger than the verify->store ring's largest record") \
-	X(IDENTITY_TIMEOUT, "DID unresolved for RELAY_IDENTITY_WAIT (account desynchronized)")
+	X(IDENTITY_TIMEOUT, "DID unresolved for RELAY_IDENTITY_WAIT (account desynchronized)") \
+	X(MALFORMED, "malformed ring record or a frame the store cannot splice (chained, never committed)") \
+	X(STALE_EPOCH, "verdict of a chain epoch too old to be tracked (docs/chain.md)")
 enum bt_drop {
 #define X(n, d) BT_DROP_##n,
 	BT_DROPS(X)
@@ -133,8 +138,15 @@ struct bt_rec_verdict {
 	char status[BT_STATUS_MAX];
 	uint8_t data_cid[64];   /* binary CID of the new MST root (commit/sync) */
 	uint8_t commit_cid[64]; /* binary CID of the commit */
+	uint32_t epoch;         /* copied from the frame */
+	uint32_t pad2;
 };
-_Static_assert(sizeof(struct bt_rec_verdict) == 480, "bt_rec_verdict layout");
+_Static_assert(sizeof(struct bt_rec_verdict) == 488, "bt_rec_verdict layout");
+_Static_assert(offsetof(struct bt_rec_verdict, epoch) == 480, "bt_rec_verdict epoch");
+
+/* Headroom of a verdict's frame over the upstream frame it came from (canonical re-encoding,
+   the spliced seq); the start-up check of ring sizes (bt_proc_init) counts it. */
+#define BT_VERDICT_SLACK 4096u
 
 /* verify -> store: an identity verify resolved, written ahead of the verdicts that used it, so
    the store persists it ("i/" did) and the next verify incarnation starts warm.  An accepted
@@ -182,7 +194,11 @@ _Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
 	X(CRAWLS_REFUSED, "requestCrawl refused")                                   \
 	X(QUARANTINED, "frames quarantined after crashing verify twice")            \
 	X(SIG_PRIOR_KEY, "commits accepted with the account's key from before a rotation (PLC audit log)") \
-	X(IDENTITY_LOADED, "identities taken from RocksDB instead of resolving (persisted cache)")
+	X(IDENTITY_LOADED, "identities taken from RocksDB instead of resolving (persisted cache)") \
+	X(CHAIN_RESETS, "upstream chain resets applied (new epoch)")                \
+	X(EMSGSIZE, "records too big for a ring (counted drop; a broadcast one is filled from RocksDB)") \
+	X(RING_GAPS, "seqs missing on the broadcast ring, filled from RocksDB")      \
+	X(REPUBLISHED, "events published again from RocksDB at store start")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

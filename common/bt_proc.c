@@ -50,6 +50,25 @@ static int claim_slot(enum bt_role role, int idx, int n)
 	return -1;
 }
 
+void bt_proc_check_limits(uint64_t ring_cap, uint64_t bcast_cap)
+{
+	size_t frame = (size_t)bt_cfg.max_frame_bytes;
+	const struct {
+		uint64_t cap;
+		size_t need;
+		const char *what;
+	} need[] = {
+		{ ring_cap, sizeof(struct bt_rec_frame) + frame, "ingest->verify (RELAY_RING_MB)" },
+		{ ring_cap, sizeof(struct bt_rec_verdict) + frame + BT_VERDICT_SLACK, "verify->store (RELAY_RING_MB)" },
+		{ bcast_cap, frame + BT_VERDICT_SLACK, "broadcast (RELAY_BCAST_RING_MB)" },
+	};
+	for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+		if (BT_RING_MAX_RECORD(need[i].cap) < need[i].need)
+			bt_die_config("RELAY_MAX_FRAME_BYTES=%zu needs records of %zu bytes in the %s ring, whose "
+				      "largest is %zu: raise the ring or lower the frame limit",
+				      frame, need[i].need, need[i].what, BT_RING_MAX_RECORD(need[i].cap));
+}
+
 void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about)
 {
 	char name[32];

@@ -32,6 +32,10 @@ extern struct bt_proc bt_proc;
 extern volatile sig_atomic_t bt_proc_stop;
 
 void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about);
+/* Supervisor, before it creates the segment: every size limit against the others (a frame the
+   ingest accepts must fit the ingest->verify ring with its header, its verdict the verify->store
+   ring, its event the broadcast ring, or it would be retried forever or lost).  Exit 2 if not. */
+void bt_proc_check_limits(uint64_t ring_cap, uint64_t bcast_cap);
 void bt_proc_beat(void);               /* heartbeat + loop-turn stamp */
 void bt_proc_progress(uint64_t n);     /* input consumed (for stuck-pipeline detection) */
 void bt_proc_exit(int code);           /* detaches and exits */

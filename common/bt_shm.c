@@ -87,7 +87,8 @@ struct shm_ring_ctl {
 	/* 128: producer/writer line */
 	_Atomic uint64_t head;     /* position after the newest committed record */
 	_Atomic uint64_t last_seq; /* BCAST: seq of the newest record */
-	char pad1[CACHE_PAIR - 16];
+	_Atomic uint64_t first_seq; /* BCAST: seq of the first record ever published (recover) */
+	char pad1[CACHE_PAIR - 24];
 	/* 256: consumer line (SPSC) / overwrite marks (BCAST, written by the writer) */
 	_Atomic uint64_t tail;   /* SPSC: first unreleased position */
 	_Atomic uint64_t claim;  /* BCAST: end of the region being written */
@@ -617,10 +618,63 @@ int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void 
 		memcpy(&v, src + i, n - i);
 		put_word(r, w, v);
 	}
+	if (head == 0 && atomic_load_explicit(&c->first_seq, memory_order_relaxed) == 0)
+		atomic_store_explicit(&c->first_seq, seq, memory_order_relaxed);
 	atomic_store_explicit(&c->last_seq, seq, memory_order_relaxed);
+	if (bt_bcast_fault_exit_seq && seq == bt_bcast_fault_exit_seq)
+		_exit(9); /* fault injection for tests: the writer dies between last_seq and head */
 	/* Publishes the record and last_seq. */
 	atomic_store_explicit(&c->head, end, memory_order_release);
 	bt_bell_ring(r->bell);
+	return 0;
+}
+
+uint64_t bt_bcast_fault_exit_seq;
+
+int bt_bcast_recover(struct bt_ring *r, uint64_t *last_seq)
+{
+	if (r->kind != BT_RING_BCAST)
+		return -EINVAL;
+	struct shm_ring_ctl *c = r->ctl;
+	uint64_t head = atomic_load_explicit(&c->head, memory_order_acquire);
+	uint64_t p = atomic_load_explicit(&c->oldest, memory_order_acquire);
+	uint64_t word = atomic_load_explicit(&c->last_seq, memory_order_relaxed), last = 0;
+	int found = 0;
+	if (p > head || head - p > r->cap || (p & 7))
+		return -EPROTO;
+	/* The writer is dead (we are its successor): nothing moves while we walk. */
+	while (p < head) {
+		uint64_t idx = p & r->mask, to_end = r->cap - idx;
+		struct rec_hdr h = split_word(get_word(r, p));
+		if (h.type == BT_RING_TYPE_PAD) {
+			if (h.len != to_end - SPSC_HDR)
+				return -EPROTO;
+			p += to_end;
+			continue;
+		}
+		uint64_t total = align8(BCAST_HDR + (uint64_t)h.len);
+		if (h.len > r->max_rec || total > to_end || total > head - p)
+			return -EPROTO;
+		last = get_word(r, p + 8);
+		found = 1;
+		p += total;
+	}
+	if (!found) {
+		/* No whole record below head: the first publish on this ring died, or a huge one
+		   moved `oldest` past every record.  Resume at the seq being written (readers skip
+		   a seq they have already seen); a ring never written has nothing to resume. */
+		uint64_t first = atomic_load_explicit(&c->first_seq, memory_order_relaxed);
+		if (head > 0 && word > 0)
+			last = word - 1;
+		else if (first > 0)
+			last = first - 1;
+		else {
+			*last_seq = 0;
+			return -ENOENT;
+		}
+	}
+	atomic_store_explicit(&c->last_seq, last, memory_order_release);
+	*last_seq = last;
 	return 0;
 }
 

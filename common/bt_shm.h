@@ -126,6 +126,15 @@ size_t bt_ring_used(const struct bt_ring *r);
 /* Publishes a record with relay seq (> the last one); copies p; never blocks; rings the bell.
    -EMSGSIZE, -EINVAL (seq not increasing, PAD type, SPSC ring). */
 int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n);
+/* Writer side, at the start of a new writer (the previous one may have died inside a publish):
+   sets the ring's last seq to that of the newest record actually below head, and returns it in
+   *last_seq: the next publish must be *last_seq + 1, and whatever the dead writer committed
+   after it must be published again (docs/chain.md, "republish").  -ENOENT if the ring was never
+   written (*last_seq = 0), -EPROTO if it does not scan. */
+int bt_bcast_recover(struct bt_ring *r, uint64_t *last_seq);
+/* Fault injection for tests only (never set in production): a publish of this seq _exit(9)s
+   between its last_seq store and its head store.  0 = off. */
+extern uint64_t bt_bcast_fault_exit_seq;
 /* Seq of the newest published record, 0 if none. */
 uint64_t bt_bcast_last_seq(const struct bt_ring *r);
 /* Position after the newest record (a new live reader starts here). */

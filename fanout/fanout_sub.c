@@ -11,7 +11,9 @@
  *	    RocksDB ("e/" be64(after+1) onwards) and asks again.
  *	A consumer lapped by the ring (-EOVERFLOW) drops its ring position and continues
  *	from RocksDB at after+1, so it is never dropped while its position is inside the
- *	retention window.  Because both sources are addressed by seq and `after` only moves
+ *	retention window.  A ring record with seq > after + 1 is a seq the ring lacks (docs/chain.md,
+ *	"republish"): it is filled from RocksDB the same way and counted (RING_GAPS), never
+ *	skipped.  Because both sources are addressed by seq and `after` only moves
  *	when a frame was queued, the switch in either direction has no gap and no duplicate;
  *	consecutive seqs sent to one consumer are asserted to strictly increase (lesson 6).
  *	on_drain resumes the pump; the fanout bell resumes every consumer.
@@ -320,6 +322,18 @@ static void pump(struct fan_sub *s)
 			}
 			if (type != BT_REC_EVENT || seq <= s->after)
 				continue;
+			if (seq > s->after + 1) {
+				/* A seq the ring lacks: the store commits before it publishes, so it is in
+				   RocksDB (a store killed inside a publish, a record too big for the ring).
+				   Never skip it: send from the database from after+1, then come back. */
+				bt_stat_add(bt_proc.stats, BT_STAT_RING_GAPS, 1);
+				BT_LOG_EVERY(BT_LOG_WARN, "broadcast ring lacks seq %llu..%llu: filling from RocksDB",
+					     (unsigned long long)s->after + 1, (unsigned long long)seq - 1);
+				s->in_ring = false;
+				skip_seek = true;
+				db_fresh = true; /* with a catch-up first: the event may be just written */
+				continue;
+			}
 			if (send_event(s, seq, rbuf, len, false) < 0)
 				return;
 			continue;
@@ -465,8 +479,14 @@ void fan_sub_start(struct bt_http_req *req)
 		return;
 	}
 	if (!has_cursor) {
-		/* Live from now: everything after the newest published seq. */
+		/* Live from now: everything after the newest committed seq.  Not just the ring's: after
+		   a restart of the whole relay the ring starts empty while RocksDB holds the past, and
+		   the first ring record would look like a gap to fill from the beginning. */
 		s->after = bt_bcast_last_seq(fan.ring);
+		if (fan_db_ensure() == 0) {
+			fan_db_catch_up(0);
+			s->after = newest_seq();
+		}
 		uint64_t pos;
 		int rc = bt_bcast_seek(fan.ring, s->after, &pos);
 		if (rc == 0 || rc == -EAGAIN) {

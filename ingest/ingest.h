@@ -23,6 +23,8 @@ struct ing_host {
 	uint64_t cursor;             /* last upstream seq pushed to a ring (or committed, at start) */
 	bool have_cursor;
 	bool reset_next;             /* the next frame starts a new chain (after FutureCursor) */
+	uint32_t epoch;              /* chain epoch stamped on every frame: the store's at start, +1 per
+	                                upstream reset (docs/chain.md) */
 	unsigned failures;           /* connects in a row that did not open */
 	bool offline;                /* reported offline to the store (failures >= OFFLINE_AFTER) */
 	bool blocked;                /* removed by an operator: freed once its connection has closed */
@@ -40,7 +42,8 @@ void ing_crawl_init(struct event_base *base);
 void ing_crawl_request(struct bt_ctl_req *req, const char *hostname);
 
 /* ingest_main.c */
-struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor);
+struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor,
+			      uint32_t epoch);
 struct ing_host *ing_host_find(const char *name);
 void ing_host_connect_now(struct ing_host *h);
 int  ing_host_block(const char *name);   /* 0, or -ENOENT */

@@ -100,7 +100,8 @@ static void on_probe(void *arg, int status, const char *body, size_t len, const 
 	if (!json_is_true(json_object_get(r, "existed")))
 		new_today++;
 	uint64_t cur = (uint64_t)json_integer_value(json_object_get(r, "cursor"));
-	struct ing_host *h = ing_host_add((uint32_t)json_integer_value(id), c->host, c->insecure, cur, cur > 0);
+	struct ing_host *h = ing_host_add((uint32_t)json_integer_value(id), c->host, c->insecure, cur, cur > 0,
+					  (uint32_t)json_integer_value(json_object_get(r, "epoch")));
 	json_decref(r);
 	if (!h) {
 		finish(c, 503, "ServiceUnavailable", "too many hosts");

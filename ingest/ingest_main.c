@@ -126,6 +126,7 @@ static bool push(struct ing_host *h, const uint8_t *p, size_t n, const struct bt
 	fr->useq = (uint64_t)pk->seq;
 	fr->prev_useq = h->cursor;
 	fr->flags = h->reset_next ? BT_FRAME_CHAIN_RESET : 0;
+	fr->epoch = h->epoch;
 	fr->recv_ms = bt_wall_ms();
 	fr->frame_len = (uint32_t)n;
 	fr->host_len = (uint16_t)strlen(h->name);
@@ -155,9 +156,13 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 	}
 	if (pk.op == -1) {
 		BT_WARN("%s: error frame %.*s", h->name, (int)pk.error.n, (const char *)pk.error.p);
-		if (bt_bytes_eq_str(pk.error, "FutureCursor")) {
+		if (bt_bytes_eq_str(pk.error, "FutureCursor") && !h->reset_next) {
+			/* The upstream's sequence restarted: its seqs are new numbers, so the next frame
+			   opens a new chain epoch at the store (once per reset: until a frame of the new
+			   epoch is pushed, a repeated FutureCursor is the same reset). */
 			h->have_cursor = false;
 			h->reset_next = true;
+			h->epoch++;
 		}
 		bt_ws_close(ws, 1000, "error frame");
 		return;
@@ -374,7 +379,8 @@ void ing_host_connect_now(struct ing_host *h)
 	}
 }
 
-struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor)
+struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor,
+			      uint32_t epoch)
 {
 	struct ing_host *h = ing_host_find(name);
 	if (h)
@@ -391,6 +397,7 @@ struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint
 	h->insecure = insecure;
 	h->cursor = cursor;
 	h->have_cursor = have_cursor;
+	h->epoch = epoch;
 	h->reconnect = evtimer_new(base, on_reconnect, h);
 	hosts[n_hosts++] = h;
 	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, n_hosts);
@@ -420,8 +427,9 @@ static void load_hosts(void)
 		if (bt_host_normalize(name, bt_cfg.allow_insecure_hosts, norm, sizeof norm, &insecure, NULL) < 0)
 			continue;
 		uint64_t cur = (uint64_t)json_integer_value(json_object_get(it, "cursor"));
+		uint32_t epoch = (uint32_t)json_integer_value(json_object_get(it, "epoch"));
 		struct ing_host *h = ing_host_add((uint32_t)json_integer_value(json_object_get(it, "id")), norm,
-						  insecure, cur, cur > 0);
+						  insecure, cur, cur > 0, epoch);
 		/* Lesson 9: stagger thousands of connects over a few seconds. */
 		if (h)
 			h->offline = status && !strcmp(status, "offline");

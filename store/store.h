@@ -10,11 +10,27 @@
 #include "bt_db.h"
 #include "bt_u64map.h"
 
-/* One upstream host and its resume chain (see store_chain.c). */
-struct sto_host {
-	struct bt_host_rec rec;     /* as persisted; rec.cursor is the committed resume cursor */
+/* Chains kept per host: the current epoch and up to STO_CHAINS-1 others (older ones still
+   draining, or a newer one whose reset verdict has not arrived).  docs/chain.md. */
+#define STO_CHAINS 4
+
+/* The exactly-once chain of one upstream sequence (one epoch) of a host (see store_chain.c). */
+struct sto_chain {
+	bool used;
+	bool started;               /* its first frame (reset, or the host's creation) is decided */
+	bool dirty;                 /* c/ key must be written in the current batch */
+	bool sweep;                 /* may hold links the cursor jumped over (see sweep()) */
+	uint32_t epoch;
+	uint64_t cursor;            /* every frame of this epoch with useq <= cursor is decided */
 	struct bt_u64map pending;   /* prev useq -> useq: verdicts above the cursor */
 	struct bt_u64map done;      /* useq -> 1: the same frames, by their own seq */
+};
+
+/* One upstream host and its resume chains. */
+struct sto_host {
+	struct bt_host_rec rec;     /* as persisted; rec.cursor = cursor of the current epoch */
+	uint32_t epoch;             /* current epoch: the highest started one; drives rec.cursor */
+	struct sto_chain ch[STO_CHAINS];
 	bool dirty;                 /* rec must be written in the current batch */
 };
 
@@ -24,17 +40,26 @@ struct sto_hosts {
 	uint32_t last_id;
 };
 
+/* Outcome of one verdict for the chain. */
+enum { STO_NEW, STO_DUP, STO_STALE };
+
 int  sto_hosts_load(struct sto_hosts *hs, struct bt_db *db);
+void sto_hosts_free(struct sto_hosts *hs);
 struct sto_host *sto_host_get(struct sto_hosts *hs, uint32_t id);
 struct sto_host *sto_host_find(struct sto_hosts *hs, const char *name, size_t n);
 struct sto_host *sto_host_add(struct sto_hosts *hs, const char *name, size_t n, struct bt_db_batch *b);
-/* The chain: is this frame already decided? */
-bool sto_chain_seen(struct sto_host *h, uint64_t useq, bool reset);
-/* Record a decided frame; writes the changes (host record, pending keys) into the batch. */
-void sto_chain_done(struct sto_host *h, uint64_t useq, uint64_t prev, bool reset, struct bt_db_batch *b);
+/* Decides one verdict of (epoch, useq, prev, reset) and records it in the chains, writing the
+   changes (c/ and p/ keys) into b: STO_NEW (commit or count it now: it is chained already),
+   STO_DUP (already decided: a re-delivery), STO_STALE (its epoch is no longer tracked). */
+int  sto_chain_take(struct sto_host *h, uint32_t epoch, uint64_t useq, uint64_t prev, bool reset,
+		    struct bt_db_batch *b);
+/* Writes the host record and the chains changed since the last flush into b. */
 void sto_host_flush(struct sto_host *h, struct bt_db_batch *b);
 /* store_ident.c: a struct bt_rec_identity from a verdict ring -> put "i/" did in the batch;
    an accepted #identity -> delete it in the batch (stream order). */
 void sto_ident_take(const void *p, size_t len, struct bt_db_batch *b);
 void sto_ident_purge(const char *did, size_t n, struct bt_db_batch *b);
+/* Current epoch (the one ingest resumes), and the links still pending over all epochs. */
+uint32_t sto_host_epoch(const struct sto_host *h);
+size_t sto_host_pending(const struct sto_host *h);
 #endif

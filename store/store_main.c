@@ -9,11 +9,15 @@
  *	Only after that batch is written (synced if RELAY_SYNC_WRITES) are the events published
  *	to the broadcast ring and the input records released.  Hence:
  *	  - killed before the write: nothing happened; the verdicts are read again;
- *	  - killed after the write, before the publish: at start the events the broadcast ring
- *	    lacks are published again from RocksDB (republish_tail);
+ *	  - killed after the write, before or inside the publish: at start the events the
+ *	    broadcast ring lacks, after the last record actually below its head, are published
+ *	    again from RocksDB (republish_tail, bt_bcast_recover);
  *	  - killed after the publish, before the release: the verdicts are read again and
  *	    recognised as duplicates by the host chain.
- *	Relay seq is never reused: it is persisted in the batch that uses it.
+ *	Relay seq is never reused: it is persisted in the batch that uses it.  Every verdict is
+ *	chained (store_chain.c, per host and epoch) before it is decided, so a drop of any kind,
+ *	including the store's own (a failed splice, a malformed record), moves the host's cursor.
+ *	docs/chain.md has the rules and their tests; RELAY_FAULT_STORE_EXIT injects the kills.
  *
  *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus; used by ingest, which owns
  *	upstream connections but may not write RocksDB.
@@ -53,6 +57,63 @@ struct pend_ev {
 };
 static struct pend_ev evs[MAX_BATCH];
 static size_t n_evs;
+static bool reset_in_batch; /* the batch being built applied a chain reset */
+
+/* RELAY_FAULT_STORE_EXIT (fault injection for tests, never in production): _exit(9) at a chosen
+   point, so a test can show what a kill -9 there does.  Each point names a relay seq or an
+   event that never repeats once committed, so the restarted store does not die again. */
+static struct {
+	uint64_t after_write_seq;   /* after the write of the batch that commits this seq */
+	uint64_t after_publish_seq; /* after this seq's publish, before the ring release */
+	bool after_reset_write;     /* after the write of a batch that applies a chain reset */
+	uint64_t splice_fail_useq;  /* the accepted verdict of this upstream seq (epoch 0) fails its splice */
+} fault;
+
+static void fault_exit(const char *what)
+{
+	BT_WARN("RELAY_FAULT_STORE_EXIT: exiting at %s", what);
+	_exit(9);
+}
+
+static void fault_after_write(void)
+{
+	bool hit = (fault.after_write_seq && last_seq >= fault.after_write_seq &&
+		    last_seq - n_evs < fault.after_write_seq) ||
+		   (fault.after_reset_write && reset_in_batch);
+	reset_in_batch = false;
+	if (hit)
+		fault_exit("after_write");
+}
+
+static bool fault_splice_fail(const struct bt_rec_verdict *v)
+{
+	return fault.splice_fail_useq && v->useq == fault.splice_fail_useq && v->epoch == 0;
+}
+
+static void fault_parse(void)
+{
+	char list[sizeof bt_cfg.fault_store_exit], *save = NULL;
+	snprintf(list, sizeof list, "%s", bt_cfg.fault_store_exit);
+	const char *f = bt_cfg.fault_store_exit;
+	if (!*f)
+		return;
+	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		unsigned long long n = 0;
+		if (sscanf(t, "after_write_seq:%llu", &n) == 1)
+			fault.after_write_seq = n;
+		else if (sscanf(t, "after_publish_seq:%llu", &n) == 1)
+			fault.after_publish_seq = n;
+		else if (sscanf(t, "in_publish_seq:%llu", &n) == 1)
+			bt_bcast_fault_exit_seq = n;
+		else if (!strcmp(t, "after_reset_write"))
+			fault.after_reset_write = true;
+		else if (sscanf(t, "splice_fail_useq:%llu", &n) == 1)
+			fault.splice_fail_useq = n;
+		else
+			bt_die_config("RELAY_FAULT_STORE_EXIT: unknown point %s", t);
+	}
+	BT_WARN("RELAY_FAULT_STORE_EXIT=%s: fault injection for tests", f);
+}
 static struct bt_buf evbuf; /* the batch's event values, reused: no malloc per frame */
 
 /* Accounts touched by the current batch: later verdicts of a DID must see earlier ones. */
@@ -102,20 +163,55 @@ static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
 	}
 }
 
-/* Decide one verdict into the batch. Returns false if the batch has no room for it. */
-static bool take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
+static void count_drop(enum bt_drop why)
+{
+	bt_stat_add(bt_proc.stats, BT_STAT_DROPPED, 1);
+	if (why < BT_DROP__COUNT)
+		atomic_fetch_add_explicit(&bt_proc.stats->drops[why], 1, memory_order_relaxed);
+}
+
+/* Chains one verdict (store_chain.c): true if it is new and must be decided now. */
+static bool chain_verdict(const struct bt_rec_verdict *v)
+{
+	struct bt_stats_page *st = bt_proc.stats;
+	struct sto_host *h = sto_host_get(&hosts, v->host_id);
+	if (!h) {
+		BT_LOG_EVERY(BT_LOG_WARN, "verdict for unknown host id %u", v->host_id);
+		return true;
+	}
+	uint32_t was = sto_host_epoch(h);
+	switch (sto_chain_take(h, v->epoch, v->useq, v->prev_useq, v->flags & BT_V_CHAIN_RESET, batch)) {
+	case STO_DUP:
+		bt_stat_add(st, BT_STAT_DUPLICATES, 1);
+		atomic_fetch_add_explicit(&st->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
+		return false;
+	case STO_STALE:
+		BT_LOG_EVERY(BT_LOG_WARN, "%.*s: verdict of stale epoch %u (current %u), useq %llu: dropped",
+			     (int)h->rec.host_len, h->rec.host, v->epoch, was, (unsigned long long)v->useq);
+		count_drop(BT_DROP_STALE_EPOCH);
+		return false;
+	default:
+		if (sto_host_epoch(h) != was) {
+			BT_INFO("%.*s: chain reset to epoch %u at useq %llu", (int)h->rec.host_len, h->rec.host,
+				sto_host_epoch(h), (unsigned long long)v->useq);
+			bt_stat_add(st, BT_STAT_CHAIN_RESETS, 1);
+			reset_in_batch = true;
+		}
+		return true;
+	}
+}
+
+/* Decide one verdict into the batch.  Every verdict is chained first, so whatever happens to
+   it below (committed, dropped, a splice that fails) its host's cursor moves past it. */
+static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 {
 	struct bt_stats_page *st = bt_proc.stats;
 	bt_stat_add(st, BT_STAT_FRAMES_IN, 1);
+	if (!chain_verdict(v))
+		return;
 	struct sto_host *h = sto_host_get(&hosts, v->host_id);
-	bool reset = v->flags & BT_V_CHAIN_RESET;
-	if (h && sto_chain_seen(h, v->useq, reset)) {
-		bt_stat_add(st, BT_STAT_DUPLICATES, 1);
-		atomic_fetch_add_explicit(&st->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
-		return true;
-	}
 	if (v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE) {
-		uint64_t seq = ++last_seq;
+		uint64_t seq = last_seq + 1;
 		/* value = bt_ev_hdr + did + frame with the seq spliced in, built in place in evbuf,
 		   which also keeps the frame for the publish after the write (one copy in all). */
 		size_t start = evbuf.len;
@@ -123,12 +219,14 @@ static bool take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		bt_buf_append(&evbuf, &eh, sizeof eh);
 		bt_buf_append(&evbuf, v->did, v->did_len);
 		size_t at = evbuf.len;
-		if (bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, &evbuf) < 0) {
-			BT_ERR("splice failed for %.*s", (int)v->did_len, v->did);
+		if (fault_splice_fail(v) || bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, &evbuf) < 0) {
+			BT_LOG_EVERY(BT_LOG_ERROR, "splice failed for %.*s (useq %llu): dropped", (int)v->did_len, v->did,
+				     (unsigned long long)v->useq);
 			evbuf.len = start;
-			--last_seq;
-			return true;
+			count_drop(BT_DROP_MALFORMED);
+			return;
 		}
+		last_seq = seq;
 		uint32_t flen = (uint32_t)(evbuf.len - at); /* evbuf + start need not be aligned: memcpy */
 		memcpy(evbuf.p + start + offsetof(struct bt_ev_hdr, frame_len), &flen, sizeof flen);
 		char k[10];
@@ -147,15 +245,8 @@ static bool take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		}
 		bt_stat_add(st, BT_STAT_COMMITTED, 1);
 	} else {
-		bt_stat_add(st, BT_STAT_DROPPED, 1);
-		if (v->reason < BT_DROP__COUNT)
-			atomic_fetch_add_explicit(&st->drops[v->reason], 1, memory_order_relaxed);
+		count_drop(v->reason < BT_DROP__COUNT ? (enum bt_drop)v->reason : BT_DROP_MALFORMED);
 	}
-	if (h)
-		sto_chain_done(h, v->useq, v->prev_useq, reset, batch);
-	else
-		BT_LOG_EVERY(BT_LOG_WARN, "verdict for unknown host id %u", v->host_id);
-	return true;
 }
 
 static void flush_accounts(void)
@@ -190,11 +281,27 @@ static void write_batch(void)
 	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
 }
 
+/* Puts one committed event on the broadcast ring.  One too big for it is counted and left to
+   the fanouts, which fill any seq missing on the ring from RocksDB (fanout_sub.c). */
+static void publish_one(uint64_t seq, const void *p, size_t n)
+{
+	int rc = bt_bcast_publish(bcast, seq, BT_REC_EVENT, p, n);
+	if (fault.after_publish_seq && seq == fault.after_publish_seq)
+		fault_exit("after_publish_seq"); /* also in a republish: seq is on the ring, it fires once */
+	if (rc == 0) {
+		bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
+		return;
+	}
+	if (rc == -EMSGSIZE)
+		bt_stat_add(bt_proc.stats, BT_STAT_EMSGSIZE, 1);
+	BT_LOG_EVERY(BT_LOG_ERROR, "broadcast publish of seq %llu (%zu bytes): %d; fanouts read it from RocksDB",
+		     (unsigned long long)seq, n, rc);
+}
+
 static void publish(void)
 {
 	for (size_t i = 0; i < n_evs; i++)
-		bt_bcast_publish(bcast, evs[i].seq, BT_REC_EVENT, evbuf.p + evs[i].off, evs[i].len);
-	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, n_evs);
+		publish_one(evs[i].seq, evbuf.p + evs[i].off, evs[i].len);
 	n_evs = 0;
 	bt_buf_reset(&evbuf);
 }
@@ -230,6 +337,13 @@ static size_t turn(void)
 			    v->data_len > 64 || v->commit_len > 64) {
 				BT_LOG_EVERY(BT_LOG_ERROR, "malformed record in verdict ring %d (type %u len %zu)", k,
 					     type, len);
+				bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
+				/* Its header still names the frame: chain it (a counted drop), so the host's
+				   cursor does not freeze on it.  Without a header there is nothing to chain. */
+				if (type == BT_REC_VERDICT && len >= sizeof *v && chain_verdict(v))
+					count_drop(BT_DROP_MALFORMED);
+				else if (type != BT_REC_VERDICT || len < sizeof *v)
+					count_drop(BT_DROP_MALFORMED);
 				continue;
 			}
 			take_verdict(v, (const uint8_t *)(v + 1));
@@ -239,6 +353,7 @@ static size_t turn(void)
 		return 0;
 	flush_accounts();
 	write_batch();
+	fault_after_write();
 	publish();
 	for (int k = 0; k < K; k++)
 		bt_ring_release(bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(K, k)), pos[k]);
@@ -246,12 +361,21 @@ static size_t turn(void)
 	return got;
 }
 
-/* Events committed but not yet in the broadcast ring (a kill between write and publish). */
+/* Events committed but not yet on the broadcast ring (a kill between write and publish, or
+   inside a publish): from the last record actually below the ring's head, never from its
+   last_seq word, which a kill between its store and the head's names a record no reader
+   will ever see (docs/chain.md, "republish").  A ring that never had a record is a new
+   segment: every stage started afresh, and consumers replay from RocksDB. */
 static void republish_tail(void)
 {
-	uint64_t ring_last = bt_bcast_last_seq(bcast);
-	if (ring_last == 0 || ring_last >= last_seq)
+	uint64_t ring_last;
+	int rc = bt_bcast_recover(bcast, &ring_last);
+	if (rc == -ENOENT || ring_last >= last_seq)
 		return;
+	if (rc < 0) {
+		BT_WARN("broadcast ring does not scan (%d): fanouts fill from RocksDB", rc);
+		return;
+	}
 	BT_INFO("republishing events %llu..%llu", (unsigned long long)ring_last + 1, (unsigned long long)last_seq);
 	for (uint64_t s = ring_last + 1; s <= last_seq; s++) {
 		char k[10], *v;
@@ -262,8 +386,10 @@ static void republish_tail(void)
 		if (vn >= sizeof eh) {
 			memcpy(&eh, v, sizeof eh);
 			size_t at = sizeof eh + eh.did_len;
-			if (at + eh.frame_len <= vn)
-				bt_bcast_publish(bcast, s, BT_REC_EVENT, v + at, eh.frame_len);
+			if (at + eh.frame_len <= vn) {
+				publish_one(s, v + at, eh.frame_len);
+				bt_stat_add(bt_proc.stats, BT_STAT_REPUBLISHED, 1);
+			}
 		}
 		bt_db_free_value(v);
 	}
@@ -307,9 +433,10 @@ static void retention(void)
 
 static json_t *host_json(const struct sto_host *h)
 {
-	return json_pack("{s:i,s:s#,s:I,s:s,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
+	return json_pack("{s:i,s:s#,s:I,s:s,s:I,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
 			 (int)h->rec.host_len, "cursor", (json_int_t)h->rec.cursor, "status",
-			 bt_host_status_name(h->rec.status), "events", (json_int_t)h->rec.n_events);
+			 bt_host_status_name(h->rec.status), "events", (json_int_t)h->rec.n_events, "epoch",
+			 (json_int_t)sto_host_epoch(h));
 }
 
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
@@ -399,7 +526,11 @@ int main(int argc, char **argv)
 		bt_die_config("cannot load hosts from %s", path);
 	batch = bt_db_batch_new();
 	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
+	fault_parse();
+	uint64_t in_publish = bt_bcast_fault_exit_seq;
+	bt_bcast_fault_exit_seq = 0; /* a republished seq must not trip in_publish_seq again */
 	republish_tail();
+	bt_bcast_fault_exit_seq = in_publish;
 	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
 	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, hosts.n - 1);
 	BT_INFO("store open at %s: last seq %llu, %u hosts", path, (unsigned long long)last_seq, hosts.n - 1);

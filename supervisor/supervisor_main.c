@@ -23,6 +23,7 @@
 #include "bt_log.h"
 #include "bt_params.h"
 #include "bt_pipe.h"
+#include "bt_proc.h"
 #include "bt_shm.h"
 #include "sup.h"
 
@@ -281,6 +282,7 @@ int main(int argc, char **argv)
 	memset(&lay, 0, sizeof lay);
 	uint64_t ring = round_pow2((uint64_t)bt_cfg.ring_mb << 20);
 	uint64_t bcast = round_pow2((uint64_t)bt_cfg.bcast_ring_mb << 20);
+	bt_proc_check_limits(ring, bcast);
 	for (int k = 0; k < K; k++) {
 		lay.rings[bt_pipe_ring_in(k)].kind = BT_RING_SPSC;
 		lay.rings[bt_pipe_ring_in(k)].capacity = ring;

@@ -211,6 +211,7 @@ static int emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 	v->useq = fr->useq;
 	v->prev_useq = fr->prev_useq;
 	v->recv_ms = fr->recv_ms;
+	v->epoch = fr->epoch;
 	if (fr->flags & BT_FRAME_CHAIN_RESET)
 		v->flags |= BT_V_CHAIN_RESET;
 	v->frame_len = with_frame ? (uint32_t)enc.len : 0;

@@ -62,9 +62,10 @@ const SCENARIO_TIMEOUT_MS = {
   rotation: 150000,
   indigo: 150000,
   chaos: 150000,
+  reseq: 110000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'chaos']
-const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1100) * 1000
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos']
+const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1300) * 1000
 
 let passed = 0
 let failed = 0

@@ -181,7 +181,7 @@ PDS_PORT=$(free_port)
 while [ "$PDS_PORT" = "$PORT" ]; do PDS_PORT=$(free_port); done
 # What an operator's .env would say for this run: the PLC and PDS on 127.0.0.1, small rings.
 interpolate RELAY_PLC_HOST="http://127.0.0.1:$PDS_PORT" RELAY_ALLOW_INSECURE_HOSTS=true BATON_PORT="$PORT" \
-	RELAY_RING_MB=32 RELAY_BCAST_RING_MB=16 RELAY_HEARTBEAT_TIMEOUT=4 RELAY_ATTACH_WAIT=20 \
+	RELAY_RING_MB=32 RELAY_BCAST_RING_MB=32 RELAY_HEARTBEAT_TIMEOUT=4 RELAY_ATTACH_WAIT=20 \
 	<"$COMPOSE" | to_json >"$T/c1.json"
 C0=$T/c1.json
 check "the supervisor publishes 2470 as BATON_PORT ($PORT)" \

@@ -14,7 +14,7 @@ check() { if [ "$2" -eq 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=
 PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 export RELAY_DATA_DIR=$T/data RELAY_SHM_DIR=$T RELAY_NAME=many$$ RELAY_API_BIND=127.0.0.1:$PORT \
 	RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_ALLOW_INSECURE_HOSTS=true RELAY_VERIFY_PROCS=2 RELAY_FANOUT_PROCS=2 \
-	RELAY_RING_MB=32 RELAY_BCAST_RING_MB=16
+	RELAY_RING_MB=32 RELAY_BCAST_RING_MB=32
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$PORT/_health")" = 200 ]; }
 wait_healthy() { for _ in $(seq 100); do healthy && return 0; sleep 0.2; done; return 1; }
 

@@ -12,6 +12,7 @@
  *	    exactly once, in order, across the RocksDB -> ring switch (lessons 6, 13, 14);
  *	  - paused consumers (one lapped by the small ring, one replaying) catch up with no gap;
  *	  - a consumer whose position leaves the window (events deleted) gets ConsumerTooSlow;
+ *	  - a seq committed but missing on the ring is filled from RocksDB for a live consumer;
  *	  - SIGTERM closes consumers with 1012;
  *	  - /, 404, 501, /_health (200, then 503 when the ingest stops heartbeating: lesson 10),
  *	    /metrics, requestCrawl forwarding (ok, refused, bad body).
@@ -65,6 +66,7 @@ static struct bt_db *db;
 static struct event_base *base;
 static uint64_t published; /* last seq published */
 static uint64_t pub_target;
+static uint64_t skip_ring_seq; /* committed to RocksDB but never put on the ring (test_ring_gap) */
 static struct bt_buf fbuf;
 static uint8_t padbuf[8192];
 
@@ -149,7 +151,7 @@ static int publish_one(uint64_t seq)
 	int rc = bt_db_put(db, k, sizeof k, rec, sizeof h + h.did_len + fbuf.len);
 	if (rc < 0)
 		return rc;
-	rc = bt_bcast_publish(ring, seq, BT_REC_EVENT, fbuf.p, fbuf.len);
+	rc = seq == skip_ring_seq ? 0 : bt_bcast_publish(ring, seq, BT_REC_EVENT, fbuf.p, fbuf.len);
 	if (rc < 0)
 		return rc;
 	published = seq;
@@ -540,6 +542,25 @@ static void test_too_slow(void)
 	CHECK(fstat_sum(BT_STAT_SLOW_KICKS) == 1);
 }
 
+static bool a_caught_up(void)
+{
+	return published == pub_target && A.last == pub_target;
+}
+
+/* Issue 5.3: a seq in RocksDB that never reached the ring (a store killed inside its publish,
+   a record too big for the ring).  A live consumer must get it from RocksDB, not skip it. */
+static void test_ring_gap(void)
+{
+	uint64_t gaps = fstat_sum(BT_STAT_RING_GAPS);
+	int bad = A.bad;
+	skip_ring_seq = published + 5;
+	pub_target = published + 20;
+	CHECK(run_until(a_caught_up, 30000));
+	CHECKF(A.bad == bad, "live consumer: %d seq jumps across the ring gap at %llu", A.bad - bad,
+	       (unsigned long long)skip_ring_seq);
+	CHECKF(fstat_sum(BT_STAT_RING_GAPS) > gaps, "ring_gaps %llu", (unsigned long long)fstat_sum(BT_STAT_RING_GAPS));
+}
+
 /* A WebSocket client on a raw socket, to see the close code on the wire (wslay-based clients
    turn the 1012 they receive into a protocol error 1002). */
 static int raw_ws_open(void)
@@ -759,6 +780,7 @@ int main(int argc, char **argv)
 	uint64_t stuck_since = bt_now_ms();
 	test_replay_live();
 	test_too_slow();
+	test_ring_gap();
 	uint64_t waited = bt_now_ms() - stuck_since;
 	if (waited < 11000)
 		run_for((int)(11000 - waited));

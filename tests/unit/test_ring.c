@@ -11,6 +11,7 @@
  *	Prints "N passed, N failed"; exits non-zero on failure.  Segments are created under
  *	/dev/shm (or $BT_SHM_DIR) and removed at the end.
  */
+#include "bt_proc.h"
 #include "bt_shm.h"
 #include "bt_test.h"
 
@@ -19,6 +20,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -618,6 +620,113 @@ static void test_bells(void)
 	bt_shm_unlink(path);
 }
 
+/* Reads every record after *pos; 1 if their seqs are exactly from..to, each once. */
+static int reads_exactly(struct bt_ring *r, uint64_t *pos, uint64_t from, uint64_t to)
+{
+	uint64_t seq, want = from;
+	uint32_t type;
+	uint8_t buf[64];
+	size_t len;
+	while (bt_bcast_read(r, pos, &seq, &type, buf, sizeof buf, &len) == 0) {
+		if (seq != want)
+			return 0;
+		want++;
+	}
+	return want == to + 1;
+}
+
+/* A writer that publishes 1..n in a child process which _exit(9)s inside the publish of die. */
+static int child_publishes(const char *path, uint64_t first, uint64_t n, uint64_t die)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct bt_shm *cs;
+		if (bt_shm_open(path, &cs) < 0)
+			_exit(1);
+		struct bt_ring *cr = bt_shm_ring(cs, 0);
+		bt_bcast_fault_exit_seq = die;
+		for (uint64_t sq = first; sq <= n; sq++)
+			bt_bcast_publish(cr, sq, 1, &sq, 8);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Issue 5.3: the store killed between a publish's last_seq and head stores.  Its successor
+   must publish that seq again (baton-store's republish_tail), or live readers skip it. */
+static void test_bcast_kill_in_publish(void)
+{
+	const char *path = mkpath("bkill");
+	struct bt_shm_layout lay = one_ring(BT_RING_BCAST, 4096);
+	struct bt_shm *s;
+	CHECK(bt_shm_create(path, &lay, &s) == 0);
+	struct bt_ring *r = bt_shm_ring(s, 0);
+	uint64_t from = 99, pos = 0; /* a live reader at the start */
+	CHECK(bt_bcast_recover(r, &from) == -ENOENT && from == 0); /* never written: nothing to redo */
+	CHECK(child_publishes(path, 1, 6, 5) == 9);
+	CHECK(bt_bcast_last_seq(r) == 5); /* the word names a record no reader will ever see */
+#ifdef OLD_REPUBLISH /* the rule before the fix: from the last_seq word */
+	from = bt_bcast_last_seq(r);
+#else
+	CHECK(bt_bcast_recover(r, &from) == 0);
+#endif
+	CHECKF(from == 4, "republish after %llu", (unsigned long long)from);
+	/* The successor republishes what RocksDB holds after it (1..5), then goes on with 6. */
+	for (uint64_t sq = from + 1; sq <= 6; sq++)
+		CHECK(bt_bcast_publish(r, sq, 1, &sq, 8) == 0);
+	CHECK(reads_exactly(r, &pos, 1, 6));
+	uint64_t p2;
+	CHECK(bt_bcast_seek(r, 4, &p2) == 0 && reads_exactly(r, &p2, 5, 6));
+	bt_shm_close(&s);
+	bt_shm_unlink(path);
+
+	/* The very first publish on a ring dies: resume at its seq. */
+	CHECK(bt_shm_create(path, &lay, &s) == 0);
+	r = bt_shm_ring(s, 0);
+	pos = 0;
+	CHECK(child_publishes(path, 7, 7, 7) == 9);
+	CHECK(bt_bcast_recover(r, &from) == 0 && from == 6);
+	for (uint64_t sq = 7; sq <= 8; sq++)
+		CHECK(bt_bcast_publish(r, sq, 1, &sq, 8) == 0);
+	CHECK(reads_exactly(r, &pos, 7, 8));
+	/* A clean restart: the last record below head. */
+	CHECK(bt_bcast_recover(r, &from) == 0 && from == 8);
+	/* After the ring wrapped many times. */
+	static uint8_t big[200];
+	for (uint64_t sq = 9; sq <= 2000; sq++)
+		bt_bcast_publish(r, sq, 1, big, (size_t)(sq % 200));
+	CHECK(bt_bcast_recover(r, &from) == 0 && from == 2000);
+	bt_shm_close(&s);
+	bt_shm_unlink(path);
+}
+
+/* Issue 5.6: every size limit against the others at start, exit 2 (the supervisor's check). */
+static int limits_exit(uint64_t frame, uint64_t ring, uint64_t bcast)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		bt_cfg.max_frame_bytes = (int64_t)frame;
+		bt_proc_check_limits(ring, bcast);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_limits(void)
+{
+	CHECK(limits_exit(5000000, 64u << 20, 256u << 20) == 0); /* the defaults */
+	CHECK(limits_exit(5000000, 32u << 20, 32u << 20) == 0);
+	CHECK(limits_exit(5000000, 32u << 20, 16u << 20) == 2);  /* broadcast records are 4 MiB */
+	CHECK(limits_exit(16777216, 64u << 20, 256u << 20) == 2); /* a 16 MiB frame + header > 16 MiB */
+	size_t max = BT_RING_MAX_RECORD(32u << 20);
+	CHECK(limits_exit(max - sizeof(struct bt_rec_verdict) - BT_VERDICT_SLACK, 32u << 20, 32u << 20) == 0);
+	CHECK(limits_exit(max - sizeof(struct bt_rec_verdict) - BT_VERDICT_SLACK + 1, 32u << 20, 32u << 20) == 2);
+}
+
 int main(void)
 {
 	test_layout_and_open();
@@ -626,6 +735,8 @@ int main(void)
 	test_spsc_sizes();
 	test_spsc_restart();
 	test_bcast();
+	test_bcast_kill_in_publish();
+	test_limits();
 	test_bells();
 	BT_TEST_END();
 }

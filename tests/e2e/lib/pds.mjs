@@ -136,6 +136,15 @@ export class PdsSim {
     this.subscribers.clear()
   }
 
+  // The sequencer starts again at 1, as a PDS whose database was reset: the log is forgotten
+  // and every subscriber dropped, so a relay reconnecting with its cursor gets FutureCursor.
+  // Repos, accounts and `sent` are kept (their events stay expected, by did/rev/cid).
+  resetSequence() {
+    this.dropSubscribers()
+    this.seq = 0
+    this.log = []
+  }
+
   // Resolves once at least n subscribers are connected (or rejects on timeout).
   async waitSubscribers(n = 1, timeoutMs = 15000) {
     const end = Date.now() + timeoutMs
