@@ -76,7 +76,7 @@ struct bt_host_rec {
 	uint32_t version;  /* 1 */
 	uint32_t host_id;
 	uint32_t status;   /* enum bt_host_status */
-	uint32_t flags;
+	uint32_t alloc_epoch; /* highest chain epoch ingest has been given (docs/chain.md); 0 in old records */
 	uint64_t cursor;   /* committed resume cursor: every frame <= it has a verdict */
 	uint64_t created_ms;
 	uint64_t last_ms;  /* last frame committed */

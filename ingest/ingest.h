@@ -23,8 +23,9 @@ struct ing_host {
 	uint64_t cursor;             /* last upstream seq pushed to a ring (or committed, at start) */
 	bool have_cursor;
 	bool reset_next;             /* the next frame starts a new chain (after FutureCursor) */
-	uint32_t epoch;              /* chain epoch stamped on every frame: the store's at start, +1 per
-	                                upstream reset (docs/chain.md) */
+	uint32_t epoch;              /* chain epoch stamped on every frame: the store's at start, a new
+	                                one from the store per upstream reset (docs/chain.md) */
+	bool epoch_pending;          /* reset seen: ask the store for the new epoch before connecting */
 	unsigned failures;           /* connects in a row that did not open */
 	bool offline;                /* reported offline to the store (failures >= OFFLINE_AFTER) */
 	bool blocked;                /* removed by an operator: freed once its connection has closed */

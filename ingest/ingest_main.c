@@ -159,10 +159,11 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 		if (bt_bytes_eq_str(pk.error, "FutureCursor") && !h->reset_next) {
 			/* The upstream's sequence restarted: its seqs are new numbers, so the next frame
 			   opens a new chain epoch at the store (once per reset: until a frame of the new
-			   epoch is pushed, a repeated FutureCursor is the same reset). */
+			   epoch is pushed, a repeated FutureCursor is the same reset).  The store gives
+			   the epoch before the reconnect (connect_host), so it is never given twice. */
 			h->have_cursor = false;
 			h->reset_next = true;
-			h->epoch++;
+			h->epoch_pending = true;
 		}
 		bt_ws_close(ws, 1000, "error frame");
 		return;
@@ -315,6 +316,25 @@ static void connect_host(struct ing_host *h)
 {
 	if (h->ws || bt_proc_stop)
 		return;
+	if (h->epoch_pending) {
+		/* One control round trip per upstream reset (rare): the store persists the new epoch
+		   before we answer to it.  An ingest killed after this and before any frame of the
+		   epoch is decided asks again and gets another, so two connections never share an
+		   epoch (docs/chain.md).  Store not answering: try again later, not connected. */
+		json_t *r = bt_ctl_call(store_ep, json_pack("{s:s,s:i}", "op", "allocEpoch", "id", (int)h->id), 2000);
+		json_t *e = json_object_get(r, "epoch");
+		if (!json_is_integer(e)) {
+			BT_LOG_EVERY(BT_LOG_WARN, "%s: the store gave no chain epoch for the reset; retrying", h->name);
+			json_decref(r);
+			h->failures++;
+			schedule(h, 1000);
+			return;
+		}
+		h->epoch = (uint32_t)json_integer_value(e);
+		h->epoch_pending = false;
+		json_decref(r);
+		BT_INFO("%s: upstream sequence reset: chain epoch %u", h->name, h->epoch);
+	}
 	char url[BT_HOST_MAX + 128];
 	const char *authority = h->name;
 	char local[BT_HOST_MAX + 16];

@@ -61,5 +61,8 @@ void sto_ident_take(const void *p, size_t len, struct bt_db_batch *b);
 void sto_ident_purge(const char *did, size_t n, struct bt_db_batch *b);
 /* Current epoch (the one ingest resumes), and the links still pending over all epochs. */
 uint32_t sto_host_epoch(const struct sto_host *h);
+/* A new epoch for the host's next upstream reset, above every epoch given before; the host
+   record is written into b (the caller writes b before telling ingest). */
+uint32_t sto_host_alloc_epoch(struct sto_host *h, struct bt_db_batch *b);
 size_t sto_host_pending(const struct sto_host *h);
 #endif

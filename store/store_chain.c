@@ -30,6 +30,10 @@
  *	    between its write and its ring release it is a plain duplicate (useq <= cursor).
  *	At most STO_CHAINS chains per host; making room evicts the lowest epoch other than the
  *	current one, whose later verdicts are reported STO_STALE (counted, never committed).
+ *	Epochs are allocated by the store (sto_host_alloc_epoch, persisted before ingest connects
+ *	with it), so two connections never share one: an ingest restarted after an upstream reset
+ *	gets a new epoch even if the previous one's reset frame is still in flight, and that
+ *	frame's chain starts whenever it arrives, even after the newer epoch's.
  *
  *	A duplicate whose prev is at or below the cursor proves everything up to it decided, so it
  *	moves the cursor (a chain frozen by a lost link heals when the upstream resends).  Links
@@ -74,6 +78,14 @@ uint32_t sto_host_epoch(const struct sto_host *h)
 	return h->epoch;
 }
 
+uint32_t sto_host_alloc_epoch(struct sto_host *h, struct bt_db_batch *b)
+{
+	uint32_t e = h->rec.alloc_epoch > h->epoch ? h->rec.alloc_epoch : h->epoch;
+	h->rec.alloc_epoch = e + 1;
+	sto_host_flush(h, b);
+	return e + 1;
+}
+
 size_t sto_host_pending(const struct sto_host *h)
 {
 	size_t n = 0;
@@ -81,6 +93,16 @@ size_t sto_host_pending(const struct sto_host *h)
 		if (h->ch[i].used)
 			n += h->ch[i].pending.n + h->ch[i].done.n;
 	return n;
+}
+
+/* The lowest epoch with a chain (every host has at least its current one). */
+static uint32_t lowest_epoch(const struct sto_host *h)
+{
+	uint32_t lo = h->epoch;
+	for (int i = 0; i < STO_CHAINS; i++)
+		if (h->ch[i].used && h->ch[i].epoch < lo)
+			lo = h->ch[i].epoch;
+	return lo;
 }
 
 static struct sto_chain *chain_of(struct sto_host *h, uint32_t epoch)
@@ -224,8 +246,12 @@ static int chain_take(struct sto_host *h, uint32_t epoch, uint64_t useq, uint64_
 		return STO_STALE; /* not an upstream seq (they are non-negative int64) */
 	struct sto_chain *c = chain_of(h, epoch);
 	if (!c) {
-		if (epoch < h->epoch)
-			return STO_STALE; /* evicted: its verdicts were decided or given up long ago */
+		/* Eviction takes the lowest epoch, so one below every chain kept was evicted: its
+		   verdicts were decided or given up long ago.  One between kept chains (or above) is
+		   an epoch whose reset frame is still in flight, perhaps behind a newer epoch's (an
+		   ingest restarted right after an upstream reset): its chain starts now. */
+		if (epoch < lowest_epoch(h))
+			return STO_STALE;
 		c = chain_new(h, epoch, b);
 	}
 	if (reset) {

@@ -433,10 +433,11 @@ static void retention(void)
 
 static json_t *host_json(const struct sto_host *h)
 {
-	return json_pack("{s:i,s:s#,s:I,s:s,s:I,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
+	uint32_t alloc = h->rec.alloc_epoch > sto_host_epoch(h) ? h->rec.alloc_epoch : sto_host_epoch(h);
+	return json_pack("{s:i,s:s#,s:I,s:s,s:I,s:I,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
 			 (int)h->rec.host_len, "cursor", (json_int_t)h->rec.cursor, "status",
 			 bt_host_status_name(h->rec.status), "events", (json_int_t)h->rec.n_events, "epoch",
-			 (json_int_t)sto_host_epoch(h));
+			 (json_int_t)sto_host_epoch(h), "alloc_epoch", (json_int_t)alloc);
 }
 
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
@@ -448,6 +449,22 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 			if (hosts.v[i])
 				json_array_append_new(arr, host_json(hosts.v[i]));
 		bt_ctl_reply(req, json_pack("{s:o,s:I}", "hosts", arr, "last_seq", (json_int_t)last_seq));
+		return;
+	}
+	if (op && !strcmp(op, "allocEpoch")) {
+		/* Ingest saw the upstream's sequence restart: a new chain epoch, written before the
+		   reply, so an ingest restarted before any frame of it is decided never reuses it. */
+		struct sto_host *h = sto_host_get(&hosts, (uint32_t)json_integer_value(json_object_get(msg, "id")));
+		if (!h) {
+			bt_ctl_reply(req, json_pack("{s:s}", "error", "HostNotFound"));
+			return;
+		}
+		struct bt_db_batch *b = bt_db_batch_new();
+		uint32_t e = sto_host_alloc_epoch(h, b);
+		int rc = bt_db_write(db, b);
+		bt_db_batch_free(&b);
+		bt_ctl_reply(req, rc == 0 ? json_pack("{s:I}", "epoch", (json_int_t)e)
+					  : json_pack("{s:s}", "error", "StoreFailed"));
 		return;
 	}
 	if (op && !strcmp(op, "addHost")) {

@@ -121,7 +121,8 @@ async function runScenario(mod) {
     }
   } else {
     console.log(`# ${mod.name}: passed in ${secs} s`)
-    fs.rmSync(tmp, { recursive: true, force: true })
+    if (!process.env.E2E_KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true })
+    else console.log(`# ${mod.name}: temp dir kept (E2E_KEEP_TMP): ${tmp}`)
   }
 }
 

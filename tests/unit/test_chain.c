@@ -14,7 +14,9 @@
  *	  - new-epoch verdicts that overtake their reset are chained when it arrives;
  *	  - a v1 database (14-byte p/ keys, no c/ keys) loads as epoch 0;
  *	  - a duplicate whose prev is at or below the cursor heals a frozen chain;
- *	  - a verdict of an epoch no longer tracked is reported stale, never committed twice.
+ *	  - a verdict of an epoch no longer tracked is reported stale, never committed twice;
+ *	  - an ingest restarted right after an upstream reset gets a second epoch from the store,
+ *	    and the first's frames still in flight are committed once, after the second's reset.
  * DIAGNOSTICS
  *	Prints "N passed, N failed"; the temp dir is kept on failure.
  */
@@ -239,6 +241,46 @@ static void test_heal_and_stale(void)
 	CHECK(sto_host_get(&hs, id)->rec.cursor == 100 * (STO_CHAINS + 1));
 }
 
+/* An ingest killed right after an upstream reset, before the store decided any frame of the
+   new epoch: the restarted ingest gets FutureCursor again and a second epoch from the store.
+   The first connection's frames still in the rings arrive after the second's reset and are
+   committed once in their own chain; nothing of either is a duplicate of the other. */
+static void test_reset_twice(void)
+{
+	uint32_t id = fresh("twice.example");
+	struct sto_host *h = sto_host_get(&hs, id);
+	for (uint64_t s = 1; s <= 4; s++)
+		CHECK(take(id, (struct vd){ 0, s, s - 1, false }) == STO_NEW);
+	commit();
+	uint32_t ea = sto_host_alloc_epoch(h, b); /* connection A */
+	commit();
+	reload(); /* the store's allocation survives a store restart too */
+	h = sto_host_get(&hs, id);
+	uint32_t eb = sto_host_alloc_epoch(h, b); /* ingest restarted: connection B */
+	commit();
+	CHECKF(ea == 1 && eb == 2, "epochs %u then %u", ea, eb);
+	/* B (live from useq 10) is decided first; A's frames 1..3 were still in flight. */
+	CHECK(take(id, (struct vd){ eb, 10, 4, true }) == STO_NEW);
+	CHECK(take(id, (struct vd){ eb, 11, 10, false }) == STO_NEW);
+	commit();
+	CHECK(take(id, (struct vd){ ea, 2, 1, false }) == STO_NEW);
+	CHECK(take(id, (struct vd){ ea, 1, 4, true }) == STO_NEW);
+	CHECK(take(id, (struct vd){ ea, 3, 2, false }) == STO_NEW);
+	CHECK(take(id, (struct vd){ eb, 12, 11, false }) == STO_NEW);
+	commit();
+	CHECKF(sto_host_epoch(h) == eb, "current epoch %u", sto_host_epoch(h));
+	CHECKF(h->rec.cursor == 12, "cursor %llu", (unsigned long long)h->rec.cursor);
+	/* Re-read after a store kill: every one a duplicate. */
+	reload();
+	CHECK(take(id, (struct vd){ ea, 1, 4, true }) == STO_DUP);
+	CHECK(take(id, (struct vd){ ea, 3, 2, false }) == STO_DUP);
+	CHECK(take(id, (struct vd){ eb, 11, 10, false }) == STO_DUP);
+	commit();
+	CHECKF(sto_host_pending(sto_host_get(&hs, id)) == 0, "pending %zu", sto_host_pending(sto_host_get(&hs, id)));
+	CHECK(sto_host_alloc_epoch(sto_host_get(&hs, id), b) == 3);
+	commit();
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/test_chain.XXXXXX");
@@ -252,6 +294,7 @@ int main(void)
 	test_overtaking_reset();
 	test_v1_database();
 	test_heal_and_stale();
+	test_reset_twice();
 	sto_hosts_free(&hs);
 	bt_db_batch_free(&b);
 	bt_db_close(&db);
