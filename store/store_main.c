@@ -143,6 +143,10 @@ static struct bt_acct_rec *acct_for(const char *did, size_t dn)
 	return &a->rec;
 }
 
+/* The relay's own account status for a DID whose identity it could not resolve in time
+   (verify's identity_timeout): inactive until its next verified #commit or #sync. */
+#define DESYNC "desynchronized"
+
 static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
 {
 	struct bt_acct_rec *a = acct_for(v->did, v->did_len);
@@ -150,6 +154,11 @@ static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
 	a->last_seq = seq;
 	a->updated_ms = bt_wall_ms();
 	if (v->ev == BT_EV_COMMIT || v->ev == BT_EV_SYNC) {
+		if (a->status_len == sizeof DESYNC - 1 && !memcmp(a->status, DESYNC, sizeof DESYNC - 1)) {
+			/* A verified commit of an account desynchronized by the relay: in sync again. */
+			a->flags |= BT_ACCT_ACTIVE;
+			a->status_len = 0;
+		}
 		a->rev_len = v->rev_len;
 		memcpy(a->rev, v->rev, v->rev_len);
 		a->data_len = v->data_len;
@@ -246,6 +255,14 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		bt_stat_add(st, BT_STAT_COMMITTED, 1);
 	} else {
 		count_drop(v->reason < BT_DROP__COUNT ? (enum bt_drop)v->reason : BT_DROP_MALFORMED);
+		if (v->reason == BT_DROP_IDENTITY_TIMEOUT && v->did_len) {
+			/* getRepoStatus shows it (and a restarted verify asks the PDS before trusting it). */
+			struct bt_acct_rec *a = acct_for(v->did, v->did_len);
+			a->flags &= ~BT_ACCT_ACTIVE;
+			a->status_len = sizeof DESYNC - 1;
+			memcpy(a->status, DESYNC, sizeof DESYNC - 1);
+			a->updated_ms = bt_wall_ms();
+		}
 	}
 }
 

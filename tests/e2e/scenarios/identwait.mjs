@@ -90,6 +90,10 @@ export async function run(checks, ctx) {
   checks.ok('the host\'s committed cursor passes every dropped frame (the drops are chained)', hs?.seq === pds.seq,
     `cursor ${hs?.seq}, PDS seq ${pds.seq}`)
 
+  const rs1 = await repoStatus(baton, H.did)
+  checks.ok('getRepoStatus shows H desynchronized (inactive) while unresolved', rs1.active === false && rs1.status === 'desynchronized',
+    JSON.stringify(rs1))
+
   // The resolver answers again: once H is resolved its commits flow.
   plc.unhang(H.did)
   const end4 = Date.now() + 60000
@@ -108,6 +112,14 @@ export async function run(checks, ctx) {
   const problems = compareDelivery(live, valid, forgedEvents(pdses))
   checks.none('every valid event exactly once, in order; none of H\'s dropped frames', problems)
   for (const l of relayLinesFor(baton.logPath, problems)) console.log(`#   relay: ${l}`)
+  const rs2 = await repoStatus(baton, H.did)
+  checks.ok('after H\'s next verified commit getRepoStatus shows it active again', rs2.active === true && !rs2.status,
+    JSON.stringify(rs2))
   const hAcct = live.events.filter((e) => e.t === '#account' && e.did === H.did).length
   checks.ok('H\'s #account (dropped while unresolved) was not delivered', hAcct === 0, `${hAcct}`)
+}
+
+async function repoStatus(baton, did) {
+  const r = await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.getRepoStatus?did=${encodeURIComponent(did)}`)
+  return { http: r.status, ...(await r.json().catch(() => ({}))) }
 }
