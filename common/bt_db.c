@@ -306,24 +306,25 @@ size_t bt_key_event(char out[10], uint64_t seq)
 	return 10;
 }
 
-size_t bt_key_acct(char *out, size_t cap, const char *did, size_t dn)
+/* "<c>/" did, cut to cap. */
+static size_t did_key(char c, char *out, size_t cap, const char *did, size_t dn)
 {
 	if (dn + 2 > cap)
 		dn = cap - 2;
-	out[0] = 'a';
+	out[0] = c;
 	out[1] = '/';
 	memcpy(out + 2, did, dn);
 	return dn + 2;
 }
 
+size_t bt_key_acct(char *out, size_t cap, const char *did, size_t dn)
+{
+	return did_key('a', out, cap, did, dn);
+}
+
 size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn)
 {
-	if (dn + 2 > cap)
-		dn = cap - 2;
-	out[0] = 'i';
-	out[1] = '/';
-	memcpy(out + 2, did, dn);
-	return dn + 2;
+	return did_key('i', out, cap, did, dn);
 }
 
 size_t bt_key_host(char out[6], uint32_t host_id)
