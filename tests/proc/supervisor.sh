@@ -66,18 +66,23 @@ for r in ingest verify store fanout; do
 	[ "$comm" = "baton-$r" ] || { ok=1; echo "# pid $pid is '$comm', not baton-$r"; }
 done
 check "each stage's process name says its role" $ok
+# A pid is still the same process only if its start time is the one recorded: pids wrap
+# (pid_max is often 32768) and a busy machine reuses one within seconds.
+starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+snapshot() { for p in "$@"; do echo "$p:$(starttime "$p")"; done; }
+alive() { local e=$1 p=${1%%:*}; [ -n "${e#*:}" ] && [ "$(starttime "$p")" = "${e#*:}" ]; }
 old=$(ctl status | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
 old=${old:-0}
 ctl restart verify 1 >/dev/null
 wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
 check "batonctl restart verify 1 gives it a new pid" $?
-pids=$(ctl status | jq -r '.stages[].pid')
+pids=$(snapshot $(ctl status | jq -r '.stages[].pid'))
 kill -INT $sup
 wait $sup
 rc=$?
 check "SIGINT stops the relay with exit 0" $([ $rc -eq 0 ]; echo $?) "(exit $rc)"
 left=0
-for p in $pids; do kill -0 "$p" 2>/dev/null && left=$((left + 1)); done
+for p in $pids; do alive "$p" && left=$((left + 1)); done
 check "no stage outlives a clean stop" $([ $left -eq 0 ]; echo $?) "($left left)"
 
 mkdir -p "$T/d"
@@ -85,11 +90,11 @@ E=$(env_for d)
 env $E "$B/baton" >"$T/d.log" 2>&1 &
 sup=$!
 wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
-pids=$(env $E "$B/batonctl" status | jq -r '.stages[].pid')
+pids=$(snapshot $(env $E "$B/batonctl" status | jq -r '.stages[].pid'))
 kill -9 $sup
 sup_dead=$sup; sup=
 wait $sup_dead 2>/dev/null
-gone() { for p in $pids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+gone() { for p in $pids; do alive "$p" && return 1; done; return 0; }
 wait_for 15 gone
 check "kill -9 of the supervisor leaves no stage behind" $?
 
