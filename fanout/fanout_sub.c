@@ -479,11 +479,13 @@ void fan_sub_start(struct bt_http_req *req)
 		return;
 	}
 	if (!has_cursor) {
-		/* Live from now: everything after the newest committed seq.  Not just the ring's: after
-		   a restart of the whole relay the ring starts empty while RocksDB holds the past, and
-		   the first ring record would look like a gap to fill from the beginning. */
+		/* Live from now: everything after the newest committed seq, which is the ring's once
+		   it has had a record.  A ring that never had one (a restart of the whole relay) says
+		   0 while RocksDB holds the past: ask RocksDB then, or the first ring record would look
+		   like a gap to fill from the beginning.  So a live connect costs no catch-up of the
+		   view in steady state. */
 		s->after = bt_bcast_last_seq(fan.ring);
-		if (fan_db_ensure() == 0) {
+		if (s->after == 0 && fan_db_ensure() == 0) {
 			fan_db_catch_up(0);
 			s->after = newest_seq();
 		}

@@ -733,6 +733,7 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 	if (!synced_with_store() || ovf_head)
 		return;
 	int n = 0;
+	uint64_t now = bt_now_ms(); /* read time of this turn's frames (RELAY_IDENTITY_WAIT): one clock read */
 	while (n < TURN && jtail - jhead < JOBS) {
 		uint32_t type;
 		const void *p;
@@ -747,7 +748,7 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		job->start_pos = rpos;
 		job->end_pos = pos;
 		job->next = VFY_NONE;
-		job->read_ms = bt_now_ms();
+		job->read_ms = now;
 		if (type != BT_REC_FRAME || len < sizeof *fr || len - sizeof *fr < fr->frame_len ||
 		    fr->host_len > BT_HOST_MAX) {
 			BT_LOG_EVERY(BT_LOG_ERROR, "malformed record in the input ring (type %u, len %zu)", type, len);
