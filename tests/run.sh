@@ -28,6 +28,8 @@ run_one() { # name timeout_s cmd...
 		printf 'ok      %-28s %s\n' "$name" "$line"
 	else
 		printf 'FAILED  %-28s %s (exit %d, log %s)\n' "$name" "${line:-no summary}" "$rc" "$log"
+		# every failed check with the lines that led to it, then the end
+		grep -n -B 12 -A 4 -E '^(not ok|FAIL|# FAIL)' "$log" | head -n 150 | sed 's/^/    ! /'
 		tail -n 30 "$log" | sed 's/^/    | /'
 	fi
 }

@@ -58,7 +58,10 @@ export async function run(checks, ctx) {
   const end = Date.now() + 30000
   while (Date.now() < end) {
     st = await baton.status()
-    if (Baton.sum(st, 'verify', 'drops', 'identity_timeout') >= hFrames.length) break
+    // The drop counters and the waiting gauge are separate words of the stats page, read at
+    // different instants: wait for both (a gauge a beat behind its counters is not a failure).
+    if (Baton.sum(st, 'verify', 'drops', 'identity_timeout') >= hFrames.length &&
+        Baton.sum(st, 'verify', 'counters', 'waiting') === 0) break
     await sleep(200)
   }
   const nTo = Baton.sum(st, 'verify', 'drops', 'identity_timeout')
