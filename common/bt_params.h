@@ -62,7 +62,8 @@
 	  "how long after a did:plc key rotation a commit signed with the previous key is still accepted (docs/identity.md)") \
 	X(STR, fault_store_exit, "RELAY_FAULT_STORE_EXIT", "", 0, 0,                                    \
 	  "fault injection for tests: comma-separated points where the store _exit(9)s (after_write_seq:N, " \
-	  "after_publish_seq:N, in_publish_seq:N, after_reset_write) or splice_fail_useq:U (the splice of " \
+	  "after_publish_seq:N, in_publish_seq:N, after_reset_write, before_write_drop: before the write of " \
+	  "the first batch holding a drop, once per data dir) or splice_fail_useq:U (the splice of " \
 	  "the frame of upstream seq U, epoch 0, fails); never set it in production")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };

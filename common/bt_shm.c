@@ -373,6 +373,7 @@ void *bt_shm_page(struct bt_shm *s, unsigned idx)
 
 unsigned bt_shm_n_rings(const struct bt_shm *s) { return s->n_rings; }
 unsigned bt_shm_n_bells(const struct bt_shm *s) { return s->hdr->n_bells; }
+uint64_t bt_shm_created_ns(const struct bt_shm *s) { return s->hdr->created_ns; }
 unsigned bt_shm_n_pages(const struct bt_shm *s) { return s->hdr->n_pages; }
 
 struct bt_bell *bt_shm_bell(struct bt_shm *s, unsigned idx)

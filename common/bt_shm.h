@@ -82,6 +82,8 @@ void *bt_shm_page(struct bt_shm *s, unsigned idx);
 /* Number of rings / bells / pages in the segment. */
 unsigned bt_shm_n_rings(const struct bt_shm *s);
 unsigned bt_shm_n_bells(const struct bt_shm *s);
+/* When the segment was created (CLOCK_REALTIME ns): tells one relay run's segment from the next. */
+uint64_t bt_shm_created_ns(const struct bt_shm *s);
 unsigned bt_shm_n_pages(const struct bt_shm *s);
 
 /* ---- any ring ---- */

@@ -34,6 +34,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stddef.h>
@@ -67,6 +68,7 @@ static struct {
 	uint64_t after_publish_seq; /* after this seq's publish, before the ring release */
 	bool after_reset_write;     /* after the write of a batch that applies a chain reset */
 	uint64_t splice_fail_useq;  /* the accepted verdict of this upstream seq (epoch 0) fails its splice */
+	bool before_write_drop;     /* before the write of the first batch holding a drop (once: a marker file) */
 } fault;
 
 static void fault_exit(const char *what)
@@ -107,6 +109,8 @@ static void fault_parse(void)
 			bt_bcast_fault_exit_seq = n;
 		else if (!strcmp(t, "after_reset_write"))
 			fault.after_reset_write = true;
+		else if (!strcmp(t, "before_write_drop"))
+			fault.before_write_drop = true;
 		else if (sscanf(t, "splice_fail_useq:%llu", &n) == 1)
 			fault.splice_fail_useq = n;
 		else
@@ -172,11 +176,56 @@ static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
 	}
 }
 
+/* The store's drop counters are exact across kill -9: a batch's drops are counted on the side
+   and written in the batch itself (m/drops, with the segment they belong to), and reach the
+   stats page only once the write succeeded.  A store killed before the write re-reads the same
+   verdicts and counts them again, once; one killed after it reloads the totals from RocksDB. */
+struct drop_tally {
+	uint64_t segment; /* bt_shm_created_ns of the relay run these counts belong to */
+	uint64_t dropped, duplicates;
+	uint64_t drops[BT_DROP__COUNT];
+};
+static struct drop_tally pend_drops; /* this batch's, not yet written */
+
 static void count_drop(enum bt_drop why)
 {
-	bt_stat_add(bt_proc.stats, BT_STAT_DROPPED, 1);
-	if (why < BT_DROP__COUNT)
-		atomic_fetch_add_explicit(&bt_proc.stats->drops[why], 1, memory_order_relaxed);
+	pend_drops.dropped++;
+	pend_drops.drops[why < BT_DROP__COUNT ? why : BT_DROP_MALFORMED]++;
+}
+
+/* The totals after this batch, as written with it. */
+static void tally_put(void)
+{
+	struct bt_stats_page *st = bt_proc.stats;
+	struct drop_tally t = { .segment = bt_shm_created_ns(bt_proc.shm) };
+	t.dropped = bt_stat_get(st, BT_STAT_DROPPED) + pend_drops.dropped;
+	t.duplicates = bt_stat_get(st, BT_STAT_DUPLICATES) + pend_drops.duplicates;
+	for (int i = 0; i < BT_DROP__COUNT; i++)
+		t.drops[i] = atomic_load_explicit(&st->drops[i], memory_order_relaxed) + pend_drops.drops[i];
+	bt_db_batch_put(batch, "m/drops", 7, &t, sizeof t);
+}
+
+static void tally_written(void)
+{
+	struct bt_stats_page *st = bt_proc.stats;
+	bt_stat_add(st, BT_STAT_DROPPED, pend_drops.dropped);
+	bt_stat_add(st, BT_STAT_DUPLICATES, pend_drops.duplicates);
+	for (int i = 0; i < BT_DROP__COUNT; i++)
+		atomic_fetch_add_explicit(&st->drops[i], pend_drops.drops[i], memory_order_relaxed);
+	memset(&pend_drops, 0, sizeof pend_drops);
+}
+
+/* At start: this relay run's totals as last written (a restarted store), else zero. */
+static void tally_load(void)
+{
+	struct bt_stats_page *st = bt_proc.stats;
+	struct drop_tally t;
+	if (bt_db_get(db, "m/drops", 7, &t, sizeof t) != (int)sizeof t || t.segment != bt_shm_created_ns(bt_proc.shm))
+		return;
+	bt_stat_set(st, BT_STAT_DROPPED, t.dropped);
+	bt_stat_set(st, BT_STAT_DUPLICATES, t.duplicates);
+	for (int i = 0; i < BT_DROP__COUNT; i++)
+		atomic_store_explicit(&st->drops[i], t.drops[i], memory_order_relaxed);
 }
 
 /* Chains one verdict (store_chain.c): true if it is new and must be decided now. */
@@ -191,8 +240,8 @@ static bool chain_verdict(const struct bt_rec_verdict *v)
 	uint32_t was = sto_host_epoch(h);
 	switch (sto_chain_take(h, v->epoch, v->useq, v->prev_useq, v->flags & BT_V_CHAIN_RESET, batch)) {
 	case STO_DUP:
-		bt_stat_add(st, BT_STAT_DUPLICATES, 1);
-		atomic_fetch_add_explicit(&st->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
+		pend_drops.duplicates++;
+		pend_drops.drops[BT_DROP_DUPLICATE]++;
 		return false;
 	case STO_STALE:
 		BT_LOG_EVERY(BT_LOG_WARN, "%.*s: verdict of stale epoch %u (current %u), useq %llu: dropped",
@@ -285,6 +334,18 @@ static void write_batch(void)
 	uint8_t sb[8];
 	bt_be64_put(sb, last_seq);
 	bt_db_batch_put(batch, "m/seq", 5, sb, 8);
+	tally_put();
+	if (fault.before_write_drop && pend_drops.dropped) {
+		/* The same verdicts come again after the restart: a marker in the data dir makes it once. */
+		char m[PATH_MAX];
+		snprintf(m, sizeof m, "%s/fault-before-write-drop.done", bt_cfg.data_dir);
+		int fd = open(m, O_CREAT | O_EXCL | O_WRONLY, 0600);
+		if (fd >= 0) {
+			close(fd);
+			fault_exit("before_write_drop");
+		}
+		fault.before_write_drop = false;
+	}
 	int delay = 10;
 	while (bt_db_write(db, batch) < 0) {
 		if (bt_proc_stop)
@@ -294,6 +355,7 @@ static void write_batch(void)
 		delay = delay < 2000 ? delay * 2 : 2000;
 	}
 	bt_db_batch_clear(batch);
+	tally_written();
 	bt_stat_add(bt_proc.stats, BT_STAT_BATCHES, 1);
 	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
 }
@@ -556,6 +618,7 @@ int main(int argc, char **argv)
 	char sb[8];
 	if (bt_db_get(db, "m/seq", 5, sb, 8) == 8)
 		last_seq = bt_be64_get((uint8_t *)sb);
+	tally_load();
 	if (sto_hosts_load(&hosts, db) < 0)
 		bt_die_config("cannot load hosts from %s", path);
 	batch = bt_db_batch_new();

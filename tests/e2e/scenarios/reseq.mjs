@@ -5,7 +5,9 @@
 //   One PDS simulator, two live consumers that stay connected (no reconnect: a live
 //   consumer must not skip anything). The store runs with
 //   RELAY_FAULT_STORE_EXIT=in_publish_seq:12,after_write_seq:20,after_publish_seq:25,
-//   after_reset_write,splice_fail_useq:1: it _exit(9)s inside the broadcast publish of relay
+//   after_reset_write,splice_fail_useq:1,before_write_drop: it _exit(9)s before the RocksDB
+//   write of the first batch holding a drop (its drops are counted again by the next store,
+//   and must be counted once: the counters are written with the batch), inside the broadcast publish of relay
 //   seq 12 (after the ring's last_seq word, before its head: issue 5.3), after the RocksDB
 //   write of seq 20's batch (before its publish), after the publish of seq 25 (before the
 //   ring release), and after the RocksDB write of the batch that applies the chain reset, before
@@ -25,6 +27,7 @@ import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
 import { Baton } from '../lib/baton.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
+import { checkDrops, plantedFromSims } from '../lib/drops.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll, tuples, sameTuples } from '../lib/harness.mjs'
 
 export const name = 'reseq'
@@ -58,7 +61,7 @@ export async function run(checks, ctx) {
     buildDir: ctx.buildDir,
     tmpDir: ctx.tmp,
     plcUrl: plc.url,
-    extraEnv: { RELAY_FAULT_STORE_EXIT: 'in_publish_seq:12,after_write_seq:20,after_publish_seq:25,after_reset_write,splice_fail_useq:1' },
+    extraEnv: { RELAY_FAULT_STORE_EXIT: 'in_publish_seq:12,after_write_seq:20,after_publish_seq:25,after_reset_write,splice_fail_useq:1,before_write_drop' },
   })
   ctx.cleanup.push(() => baton.stop())
   await baton.start()
@@ -99,7 +102,9 @@ export async function run(checks, ctx) {
   console.log(`# reseq: ${valid.length} valid and ${forged.length} forged events sent`)
   await Promise.allSettled(consumers.map((c) => c.waitFor((x) => hasAll(x, valid), 25000, 'every valid event')))
   await sleep(1500)
-  checks.ok('the store died at each of the four points and came back', (await storeRestarts(baton)) >= 4)
+  checks.ok('the store died at each of the five points and came back', (await storeRestarts(baton)) >= 5)
+  // Exact across the kills: each forged frame once, and the failed splice once (malformed).
+  await checkDrops(checks, baton, '', plantedFromSims([pds], { malformed: 1 }))
 
   for (const c of consumers) {
     checks.ok(`${c.name} stayed connected`, c.disconnects === 0)
