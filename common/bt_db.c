@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <rocksdb/c.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,8 @@ struct bt_db {
 	rocksdb_readoptions_t *ro;
 	rocksdb_writeoptions_t *wo;
 	bool secondary;
+	char dir[512], sec_dir[512]; /* a secondary's paths, to reopen it */
+	uint64_t gen;                /* the primary's DB_OPENS it last caught up with (0: not yet) */
 };
 
 struct bt_db_batch {
@@ -93,7 +96,11 @@ int bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **ou
 		return -EIO;
 	}
 	*out = wrap(r, o, false, true);
-	return *out ? 0 : -ENOMEM;
+	if (!*out)
+		return -ENOMEM;
+	snprintf((*out)->dir, sizeof (*out)->dir, "%s", dir);
+	snprintf((*out)->sec_dir, sizeof (*out)->sec_dir, "%s", sec_dir);
+	return 0;
 }
 
 int bt_db_catch_up(struct bt_db *db)
@@ -108,6 +115,28 @@ int bt_db_catch_up(struct bt_db *db)
 		return -EIO;
 	}
 	return 0;
+}
+
+int bt_db_catch_up_gen(struct bt_db *db, uint64_t gen)
+{
+	if (!db->secondary)
+		return 0;
+	if (gen == db->gen || db->gen == 0) {
+		db->gen = gen;
+		return bt_db_catch_up(db);
+	}
+	char *err = NULL;
+	rocksdb_t *r = rocksdb_open_as_secondary(db->opt, db->dir, db->sec_dir, &err);
+	if (err) {
+		BT_LOG_EVERY(BT_LOG_WARN, "rocksdb reopen secondary %s: %s (keeping the old view)", db->dir, err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	rocksdb_close(db->db);
+	db->db = r;
+	db->gen = gen;
+	BT_INFO("the store reopened %s: read view opened afresh", db->dir);
+	return 1;
 }
 
 void bt_db_close(struct bt_db **pdb)

@@ -89,6 +89,12 @@ const char *bt_host_status_name(uint32_t s);
 int  bt_db_open_primary(const char *dir, bool sync_writes, struct bt_db **out);       /* returns owned */
 int  bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **out); /* read-only view */
 int  bt_db_catch_up(struct bt_db *db);                    /* secondary: see the primary's latest writes */
+/* Secondary: catch up with the primary opened the gen-th time in this relay run (the store's
+   DB_OPENS counter).  A view that last saw another primary is opened afresh first: a RocksDB
+   7.8 secondary that tailed a primary killed with -9 can go on missing some of the next
+   primary's writes (e2e reseq saw listHosts stuck at a host cursor of 0 while m/seq was
+   current).  1 if it was reopened, 0, or <0 (then try again later). */
+int  bt_db_catch_up_gen(struct bt_db *db, uint64_t gen);
 void bt_db_close(struct bt_db **db);
 /* Get into a caller buffer: returns value length (may exceed cap: then only cap bytes copied),
    -ENOENT if absent, <0 on error. */

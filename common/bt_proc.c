@@ -137,3 +137,11 @@ void bt_proc_exit(int code)
 	bt_shm_close(&bt_proc.shm);
 	exit(code);
 }
+
+uint64_t bt_proc_store_gen(void)
+{
+	if (!bt_proc.shm)
+		return 0;
+	const struct bt_stats_page *p = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(BT_ROLE_STORE, 0)));
+	return p ? bt_stat_get(p, BT_STAT_DB_OPENS) : 0;
+}

@@ -39,4 +39,6 @@ void bt_proc_check_limits(uint64_t ring_cap, uint64_t bcast_cap);
 void bt_proc_beat(void);               /* heartbeat + loop-turn stamp */
 void bt_proc_progress(uint64_t n);     /* input consumed (for stuck-pipeline detection) */
 void bt_proc_exit(int code);           /* detaches and exits */
+/* How many times a store opened RocksDB in this relay run: read views pass it to bt_db_catch_up_gen. */
+uint64_t bt_proc_store_gen(void);
 #endif

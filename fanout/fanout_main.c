@@ -151,7 +151,7 @@ int fan_db_catch_up(uint64_t min_ms)
 	if (min_ms && now - fan.db_caught_up_ms < min_ms)
 		return 0;
 	fan.db_caught_up_ms = now;
-	return bt_db_catch_up(fan.db);
+	return bt_db_catch_up_gen(fan.db, bt_proc_store_gen()) < 0 ? -EIO : 0;
 }
 
 static void on_bell(void *arg)

@@ -630,6 +630,7 @@ int main(int argc, char **argv)
 	bt_bcast_fault_exit_seq = in_publish;
 	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
 	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, hosts.n - 1);
+	bt_stat_add(bt_proc.stats, BT_STAT_DB_OPENS, 1); /* read views reopen (bt_db_catch_up_gen) */
 	BT_INFO("store open at %s: last seq %llu, %u hosts", path, (unsigned long long)last_seq, hosts.n - 1);
 
 	char ep[PATH_MAX];

@@ -9,6 +9,7 @@
  */
 #include "bt_db.h"
 #include "bt_log.h"
+#include "bt_proc.h"
 #include "verify.h"
 
 #include <stdlib.h>
@@ -145,7 +146,7 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db)
 	   commit twice, or a deactivated account).  A DID not evicted since is current in the
 	   view: this process alone decides it. */
 	bool stale = evicted_test(d->did, d->did_len);
-	if (stale && bt_db_catch_up(db) == 0) {
+	if (stale && bt_db_catch_up_gen(db, bt_proc_store_gen()) >= 0) {
 		memset(evicted_since, 0, sizeof evicted_since);
 		n_evicted_since = 0;
 		stale = false;

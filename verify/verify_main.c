@@ -722,7 +722,7 @@ static bool synced_with_store(void)
 		return true;
 	if (!vfy_db || bt_ring_used(out) > 0)
 		return false;
-	if (bt_db_catch_up(vfy_db) < 0)
+	if (bt_db_catch_up_gen(vfy_db, bt_proc_store_gen()) < 0)
 		return false;
 	synced = true;
 	return true;
