@@ -18,6 +18,8 @@ struct sup_stage {
 	enum sup_state state;
 	unsigned restarts;
 	uint64_t started_ms, next_start_ms, backoff_ms;
+	uint64_t progress0; /* the stage's progress counter when it was started */
+	uint64_t last_delay_ms; /* the delay before its last restart */
 	struct bt_stats_page *stats; /* the stage's page in the segment (read only here) */
 };
 

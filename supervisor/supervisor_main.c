@@ -117,6 +117,7 @@ static void start_stage(struct sup_stage *s)
 	}
 	s->pid = pid;
 	s->started_ms = bt_now_ms();
+	s->progress0 = atomic_load(&s->stats->progress);
 	s->state = SUP_RUNNING;
 	BT_INFO("started %s[%d] pid=%d", name, s->index, (int)pid);
 }
@@ -147,9 +148,13 @@ static void reap(void)
 			else
 				BT_WARN("%s[%d] pid=%d exited with %d", name, s->index, (int)pid, WEXITSTATUS(status));
 			uint64_t now = bt_now_ms();
-			if (now - s->started_ms > 30000)
-				s->backoff_ms = 100; /* it ran long enough: forget earlier crashes */
+			/* A stage that ran long enough, or did work (consumed input) since it started, is
+			   not crash-looping: forget earlier crashes, so a kill -9 under load costs 100 ms
+			   of restart delay, not a backoff doubled by unrelated earlier kills (t7). */
+			if (now - s->started_ms > 30000 || atomic_load(&s->stats->progress) != s->progress0)
+				s->backoff_ms = 100;
 			s->next_start_ms = now + s->backoff_ms;
+			s->last_delay_ms = s->backoff_ms;
 			s->backoff_ms = s->backoff_ms * 2 > 10000 ? 10000 : s->backoff_ms * 2;
 			s->restarts++;
 			s->state = SUP_BACKOFF;

@@ -5,7 +5,9 @@
 #	--help; a bad parameter exits 2; a stage that exits 2 (fatal configuration: a bad bind
 #	address) stops the whole relay with exit 2 and is not respawned; batonctl status lists
 #	every stage by role; each stage's process name says its role; batonctl restart gives a
-#	stage a new pid; kill -9 of the supervisor takes every stage down (no orphans);
+#	stage a new pid; an idle stage killed again and again restarts after a doubling delay (one
+#	that did work since its start restarts after 100 ms: tests/bench/t7_recovery.sh);
+#	kill -9 of the supervisor takes every stage down (no orphans);
 #	SIGINT stops everything with exit 0.
 set -u
 B=${1:-build}
@@ -76,6 +78,16 @@ old=${old:-0}
 ctl restart verify 1 >/dev/null
 wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
 check "batonctl restart verify 1 gives it a new pid" $?
+# An idle store (no input, so no progress) killed three times in a row is crash-looping as far
+# as the supervisor can tell: its restart delay doubles (100, 200, 400 ms).
+delays=
+for i in 1 2 3; do
+	old=$(ctl status | jq -r '.stages[] | select(.role=="store") | .pid')
+	kill -9 "$old" 2>/dev/null
+	wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"store\" and .pid != $old and .pid > 0 and .state==\"running\")'"
+	delays="$delays $(ctl status | jq -r '.stages[] | select(.role=="store") | .restart_delay_ms')"
+done
+check "an idle stage killed again and again restarts after a doubling delay" $([ "$delays" = " 100 200 400" ]; echo $?) "(delays:$delays)"
 pids=$(snapshot $(ctl status | jq -r '.stages[].pid'))
 kill -INT $sup
 wait $sup

@@ -91,6 +91,14 @@ export async function run(checks, ctx) {
         )
       }
     }
+    // The store again, after it has committed events since its restart: a stage that did
+    // work is not crash-looping, so it restarts after the base delay, not a doubled one.
+    await sleep(2500)
+    const again = await baton.killStage('store', 0)
+    await baton.waitRestarted('store', 0, again, 20000).catch(() => {})
+    const sst = (await baton.status()).stages.find((s) => s.role === 'store')
+    checks.ok('a store killed again after doing work restarts after 100 ms (no crash-loop backoff)',
+      sst?.restart_delay_ms === 100, `restart_delay_ms ${sst?.restart_delay_ms}`)
     await sleep(2500)
   } finally {
     stop = true
