@@ -13,7 +13,8 @@
  *	It stops after S seconds, when every connection has C commits, or after --idle seconds
  *	without a frame on any connection once frames arrived.  With --reconnect a connection that
  *	closes opens again with ?cursor=<last seq it saw> (kill tests of the fanout it was on).
- *	--arrivals FILE writes "recv_time_s seq conn" for every #commit of connection 0.
+ *	--arrivals FILE writes "recv_time_s seq conn frame_time_s" for every #commit of connection 0
+ *	(line-buffered, so a script can follow it).
  *	Prints one line of key=value results on stdout:
  *	  conns frames commits min_commits max_commits seq_order_errors gaps bytes mean_frame_bytes
  *	  reconnects closes lat_p50_ms lat_p99_ms lat_max_ms rate_per_s cpu_s
@@ -168,7 +169,7 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 			g.lat[g.n_lat++] = t - ft;
 	}
 	if (g.arr && c->idx == 0)
-		fprintf(g.arr, "%.6f %" PRId64 " %d\n", t, seq, c->idx);
+		fprintf(g.arr, "%.6f %" PRId64 " %d %.6f\n", t, seq, c->idx, ft);
 	if (g.max_count && c->commits == g.max_count) {
 		if (++g.done_conns == g.n)
 			event_base_loopbreak(g.base);
@@ -264,6 +265,8 @@ int main(int argc, char **argv)
 		perror(arr);
 		return 2;
 	}
+	if (g.arr)
+		setvbuf(g.arr, NULL, _IOLBF, 0);
 	g.base = event_base_new();
 	g.t0 = now_s();
 	for (int i = 0; i < g.n; i++) {
