@@ -51,5 +51,11 @@ bench_row 6i "replay rate / raw RocksDB scan rate" "$PER" ev/s "benchdb scan ev/
 bench_row 6i "fanout CPU us per replayed event" \
 	"$(awk -v a="$FAN0" -v b="$FAN1" -v g="$GOT" 'BEGIN { if (g > 0) printf "%.2f", (b - a) * 1e6 / g }')" us \
 	"raw scan CPU us per event" "$(awk -v c="$(kv "$T/scan.out" cpu_s)" -v e="$STORED" 'BEGIN { if (e > 0) printf "%.2f", c * 1e6 / e }')" -
+# On a shared machine the wall-clock rate also measures the neighbours: the same in CPU terms.
+bench_row 6i "replayed events per fanout CPU-second" \
+	"$(awk -v a="$FAN0" -v b="$FAN1" -v g="$GOT" 'BEGIN { if (b > a) printf "%.0f", g / (b - a) }')" ev/s \
+	"bound 100,000 ev/s" 100000 -
+bench_row 6i "raw scan events per CPU-second" "$(kv "$T/scan.out" scan_per_cpu_s)" ev/s "bound 100,000 ev/s" 100000 -
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "bench: t6 done"
 exit 0
