@@ -185,7 +185,9 @@ static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 {
 	struct conn *c = arg;
 	c->ws = NULL;
-	g.closes++;
+	if (g.closes++ < 5)
+		fprintf(stderr, "manyconsumers: connection %d closed %d %s after %" PRIu64 " commits\n", c->idx, code,
+			reason ? reason : "", c->commits);
 	g.open_conns--;
 	if (g.reconnect) {
 		/* Soon, not at once: the listener may be the process that just died. */
