@@ -13,6 +13,7 @@
  *	It stops after S seconds, when every connection has C commits, or after --idle seconds
  *	without a frame on any connection once frames arrived.  With --reconnect a connection that
  *	closes opens again with ?cursor=<last seq it saw> (kill tests of the fanout it was on).
+ *	SIGTERM or SIGINT also stops it (the results are printed).
  *	--arrivals FILE writes "recv_time_s seq conn frame_time_s" for every #commit of connection 0
  *	(line-buffered, so a script can follow it).
  *	Prints one line of key=value results on stdout:
@@ -223,6 +224,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(g.base);
 }
 
+static void on_signal(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(g.base); /* SIGTERM/SIGINT: stop and print the results */
+}
+
 static int cmp_d(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -278,6 +284,10 @@ int main(int argc, char **argv)
 	struct event *tm = event_new(g.base, -1, EV_PERSIST, on_timer, NULL);
 	struct timeval tv = { 0, 100000 };
 	event_add(tm, &tv);
+	struct event *s1 = evsignal_new(g.base, SIGTERM, on_signal, NULL);
+	struct event *s2 = evsignal_new(g.base, SIGINT, on_signal, NULL);
+	event_add(s1, NULL);
+	event_add(s2, NULL);
 	event_base_dispatch(g.base);
 	uint64_t mn = UINT64_MAX, mx = 0;
 	for (int i = 0; i < g.n; i++) {

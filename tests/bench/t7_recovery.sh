@@ -23,6 +23,7 @@ relay_start || skip "relay failed"
 NSTAGES=$(stage_pids | wc -l)
 ARR="$T/arrivals"
 bg "$TOOLS/manyconsumers" --url "$WS" --n 1 --reconnect --arrivals "$ARR" --seconds 3600 >"$T/cons.out" 2>"$T/cons.err"
+CONS=$BG_PID
 sleep 0.5
 echo "requestCrawl: $(crawl "localhost:$PDS_PORT")"
 for _ in $(seq 300); do [ -s "$ARR" ] && [ "$(wc -l <"$ARR")" -gt $((RATE * 2)) ] && break; sleep 0.1; done
@@ -55,13 +56,19 @@ done
 pct() { # pct COLUMN Q -> nearest-rank percentile of column over the kills
 	awk -v c="$1" '{ print $c }' "$T/kills" | sort -g | awk -v q="$2" '{ v[NR] = $1 } END { if (NR) { i = int(q * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; print v[i] } }'
 }
-echo "consumer: $(wc -l <"$ARR") events received on its connection, last seq $(tail -n 1 "$ARR" | cut -d' ' -f2)"
+sleep 1
+kill -TERM "$CONS" 2>/dev/null; wait "$CONS" 2>/dev/null
+echo "consumer: $(cat "$T/cons.out")"
+[ -s "$T/cons.err" ] && head -n 5 "$T/cons.err" | sed 's/^/    | /'
 for role in "${ROLES[@]}"; do
 	awk -v r="$role" '$1 == r { n++; s += $2; if ($2 > m) m = $2 } END { if (n) printf "  %-14s kills %2d  flow mean %.3fs max %.3fs\n", r, n, s / n, m }' "$T/kills"
 done
 bench_row 7 "recovery p99 kill->first new event" "$(pct 2 0.99)" s "bound 1 s" 1 "<=1"
 bench_row 7i "recovery p50 kill->first new event" "$(pct 2 0.50)" s "bound 1 s" 1 -
 bench_row 7i "recovery p99 kill->next event (any)" "$(pct 3 0.99)" s "bound 1 s" 1 -
+bench_row 7i "consumer seq gaps + order errors (0)" \
+	"$(( $(kv "$T/cons.out" gaps || echo 0) + $(kv "$T/cons.out" seq_order_errors || echo 0) ))" "" \
+	"events received" "$(kv "$T/cons.out" commits)" -
 bench_row 7i "kills measured" "$(wc -l <"$T/kills")" "" "kills asked" "$KILLS" -
 grep -c 'killed by signal 9' "$T/baton.log" | sed 's/^/supervisor saw kills: /'
 echo "bench: t7 done"
