@@ -2,13 +2,16 @@
  * NAME
  *	manyhosts - N idle upstream PDS hosts on 127.0.0.1 in one process (the scale benchmark)
  * DESCRIPTION
- *	manyhosts --n N [--crawl RELAY_URL] [--ports-file FILE] [--crawl-parallel P]
+ *	manyhosts --n N [--crawl RELAY_URL] [--ports-file FILE] [--crawl-parallel P] [--trickle S]
  *
  *	Listens on N ephemeral ports of 127.0.0.1 (one bt_http server each, one libevent loop) and
  *	answers, on every port:
  *	  GET /xrpc/com.atproto.server.describeServer   the requestCrawl probe
  *	  WS  /xrpc/com.atproto.sync.subscribeRepos      accepted and kept open, idle (no events:
- *	                                                 what is measured is the cost of a connection)
+ *	                                                 what is measured is the cost of a connection);
+ *	                                                 with --trickle S each subscriber gets one #info
+ *	                                                 frame every S seconds (spread over the S), so the
+ *	                                                 relay's read path of every connection is used
  *	  GET /_stats                                    {"hosts":N,"subs":S,"crawled":C,"crawl_failed":F}
  *	With --crawl RELAY_URL a second thread POSTs RELAY_URL/xrpc/com.atproto.sync.requestCrawl
  *	{"hostname":"localhost:PORT"} for every port (P at a time with libcurl multi, default 8;
@@ -19,6 +22,8 @@
  *	"manyhosts: listening N" then "manyhosts: crawled C failed F" on stderr; exit 2 on start-up
  *	errors.
  */
+#include "bt_buf.h"
+#include "bt_fh.h"
 #include "bt_http.h"
 #include "bt_ws.h"
 
@@ -44,11 +49,31 @@ static struct {
 	int ports[MAX_HOSTS];
 	struct event_base *base;
 	atomic_int subs, crawled, crawl_failed;
+	double trickle;
+	struct bt_ws *sub[MAX_HOSTS * 2]; /* open subscribers, for the trickle */
+	int n_sub, next_sub;
+	struct bt_buf info;
 } g;
 
 static void ws_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 {
 	atomic_fetch_sub(&g.subs, 1);
+	for (int i = 0; i < g.n_sub; i++)
+		if (g.sub[i] == ws) {
+			g.sub[i] = g.sub[--g.n_sub];
+			break;
+		}
+}
+
+/* Every 100 ms: the next share of the subscribers gets an #info frame. */
+static void on_trickle(evutil_socket_t fd, short what, void *arg)
+{
+	static double carry;
+	carry += g.n_sub * 0.1 / g.trickle;
+	for (; carry >= 1 && g.n_sub; carry--) {
+		g.next_sub = g.next_sub >= g.n_sub ? 0 : g.next_sub;
+		bt_ws_send(g.sub[g.next_sub++], BT_WS_BINARY, g.info.p, g.info.len);
+	}
 }
 
 static void ws_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, void *arg)
@@ -64,8 +89,12 @@ static void handler(struct bt_http_req *req, void *arg)
 	} else if (!strcmp(path, "/xrpc/com.atproto.sync.subscribeRepos")) {
 		static const struct bt_ws_cbs cbs = { .on_msg = ws_msg, .on_close = ws_close };
 		struct bt_ws_opts o = { .max_msg = 65536, .server_hdr = "manyhosts" };
-		if (bt_http_upgrade(req, &cbs, NULL, &o))
+		struct bt_ws *ws = bt_http_upgrade(req, &cbs, NULL, &o);
+		if (ws) {
 			atomic_fetch_add(&g.subs, 1);
+			if (g.n_sub < MAX_HOSTS * 2)
+				g.sub[g.n_sub++] = ws;
+		}
 	} else if (!strcmp(path, "/_stats")) {
 		char b[160];
 		int n = snprintf(b, sizeof b, "{\"hosts\":%d,\"subs\":%d,\"crawled\":%d,\"crawl_failed\":%d}", g.n,
@@ -196,6 +225,7 @@ int main(int argc, char **argv)
 					    { "crawl", 1, 0, 'c' },
 					    { "ports-file", 1, 0, 'p' },
 					    { "crawl-parallel", 1, 0, 'P' },
+					    { "trickle", 1, 0, 't' },
 					    { 0, 0, 0, 0 } };
 	const char *pf = NULL;
 	int o;
@@ -206,11 +236,12 @@ int main(int argc, char **argv)
 		case 'c': g.crawl = optarg; break;
 		case 'p': pf = optarg; break;
 		case 'P': g.parallel = atoi(optarg); break;
+		case 't': g.trickle = atof(optarg); break;
 		default: g.n = 0; break;
 		}
 	}
-	if (g.n < 1 || g.n > MAX_HOSTS || g.parallel < 1 || g.parallel > 256) {
-		fprintf(stderr, "usage: manyhosts --n N [--crawl RELAY_URL] [--ports-file FILE] [--crawl-parallel P]\n");
+	if (g.n < 1 || g.n > MAX_HOSTS || g.parallel < 1 || g.parallel > 256 || g.trickle < 0) {
+		fprintf(stderr, "usage: manyhosts --n N [--crawl RELAY_URL] [--ports-file FILE] [--crawl-parallel P] [--trickle S]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -234,6 +265,12 @@ int main(int argc, char **argv)
 	struct event *s2 = evsignal_new(g.base, SIGINT, on_signal, NULL);
 	event_add(s1, NULL);
 	event_add(s2, NULL);
+	if (g.trickle > 0) {
+		if (bt_fh_encode_info(&g.info, "Trickle", "manyhosts keeps the connection in use") < 0)
+			return 2;
+		struct event *tk = event_new(g.base, -1, EV_PERSIST, on_trickle, NULL);
+		event_add(tk, &(struct timeval){ 0, 100000 });
+	}
 	pthread_t th;
 	if (g.crawl)
 		pthread_create(&th, NULL, crawler, NULL);
