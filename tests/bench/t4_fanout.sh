@@ -43,7 +43,7 @@ EMITTED=$(js "$st" emitted)
 echo "fakepds: emitted=$EMITTED in $(js "$st" elapsed_s)s"
 echo "consumers: $(cat "$T/cons.out")"
 [ -s "$T/cons.err" ] && head -n 5 "$T/cons.err" | sed 's/^/    | /'
-grep -iE 'kick|slow|error' "$T/baton.log" | head -n 5 | sed 's/^/    relay| /'
+grep -iE 'kick|slow|error|killed|exited|heartbeat' "$T/baton.log" | head -n 5 | sed 's/^/    relay| /'
 FANCPU=0
 for p in $FANS; do FANCPU=$(calc "$FANCPU + ${C1[$p]} - ${C0[$p]}"); done
 BUSY=$(calc "$FANCPU - $IDLE * $dur"); BUSY=$(awk -v b="$BUSY" 'BEGIN { print (b > 0 ? b : 0) }')
