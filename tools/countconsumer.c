@@ -9,7 +9,7 @@
  *	that seq strictly increases, and records the latency of each #commit as its receive time minus
  *	the frame's `time` field (meaningful when the producer stamps `time` at creation, as fakepds
  *	does).  It stops after S seconds, after N commits, or after --idle seconds without a frame
- *	once at least one arrived, and prints one line of key=value results on stdout:
+ *	once at least one arrived, or on SIGTERM/SIGINT, and prints one line of key=value results on stdout:
  *	  frames commits other errors seq_first seq_last seq_order_errors rate_per_s lat_p50_ms
  *	  lat_p90_ms lat_p99_ms lat_max_ms [verified verify_failed chain_breaks inversion_failed]
  *	rate_per_s is commits / (last receive - first receive).
@@ -39,6 +39,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -306,6 +307,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(g.base);
 }
 
+static void on_term(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(g.base); /* SIGTERM/SIGINT: stop and print what arrived so far */
+}
+
 static int cmp_d(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -356,7 +362,13 @@ int main(int argc, char **argv)
 	}
 	g.timer = event_new(g.base, -1, EV_PERSIST, on_timer, NULL);
 	event_add(g.timer, &(struct timeval){ 0, 100000 });
+	struct event *sigterm = evsignal_new(g.base, SIGTERM, on_term, NULL);
+	struct event *sigint = evsignal_new(g.base, SIGINT, on_term, NULL);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
 	event_base_dispatch(g.base);
+	event_free(sigterm);
+	event_free(sigint);
 	if (!g.closed_code) { /* stopped by the timer: close and let on_close run */
 		event_del(g.timer);
 		bt_ws_close(ws, 1000, "done");

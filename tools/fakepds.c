@@ -4,7 +4,7 @@
  * DESCRIPTION
  *	fakepds --port P [--hosts H] --accounts N --rate R --seconds S [--backlog B]
  *	        [--key k256|p256|mixed] [--records C] [--bind ADDR] [--seed X]
- *	        [--start-on-subscribe] [--start-on-signal] [--no-check]
+ *	        [--start-on-subscribe] [--start-on-signal] [--no-check] [--live [--log-max M]]
  *
  *	H simulated PDS hosts, host i listening on ADDR:P+i (the relay knows them as localhost:P+i),
  *	N did:plc accounts spread over them (account j lives on host j % H).  Every port serves
@@ -30,6 +30,9 @@
  *	a node that was not written (a root that shrinks back), the old path to the key is added too.
  *	Commits are signed with bt_privkey_sign (secp256k1 or P-256 per account, --key mixed
  *	alternates).
+ *
+ *	--live (for long soaks) generates each event when it falls due instead, without the
+ *	self-check, keeping the last M frames (default 200000) for replay; memory stays flat.
  *
  *	Emission: event k is due at S*k/(R*S) seconds after the start (the first B at once; R = 0 and
  *	B > 0 is the peak mode: everything at once, paced only by the sockets).  When an event falls
@@ -149,7 +152,8 @@ static struct {
 	double rate, seconds;
 	uint64_t backlog, n_ev, seed;
 	const char *key, *bind;
-	bool wait_sub, wait_sig, check;
+	bool wait_sub, wait_sig, check, live;
+	uint64_t log_max; /* --live: frames kept for replay (a ring) */
 	char did_prefix[17];
 	struct acct *acct;
 	struct host *host;
@@ -912,6 +916,27 @@ static int gen_commit(struct acct *a, uint64_t seq, uint32_t *time_off)
 	return 0;
 }
 
+/* Generates global event j (a random account's next commit) into its frame slot. */
+static void gen_one(uint64_t j)
+{
+	struct acct *a = &g.acct[rnd() % (uint64_t)g.n_acct];
+	struct host *h = &g.host[a->host];
+	uint32_t toff;
+	if (gen_commit(a, h->n_ev + 1, &toff))
+		die("frame generation failed");
+	struct frame *f = &g.fr[g.live ? j % g.log_max : j];
+	free(f->p);
+	*f = (struct frame){ xmalloc(g.fr_buf.len), (uint32_t)g.fr_buf.len, toff, (uint32_t)a->host };
+	memcpy(f->p, g.fr_buf.p, g.fr_buf.len);
+	if (h->n_ev == h->cap_ev) {
+		h->cap_ev = h->cap_ev ? h->cap_ev * 2 : 64;
+		h->ev = realloc(h->ev, h->cap_ev * sizeof *h->ev);
+		if (!h->ev)
+			die("out of memory");
+	}
+	h->ev[h->n_ev++] = (uint32_t)j;
+}
+
 static void generate(void)
 {
 	double t0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
@@ -933,25 +958,19 @@ static void generate(void)
 		a->profile_v = pv;
 	}
 	nd_unref(t0root);
-	g.fr = xmalloc((g.n_ev ? g.n_ev : 1) * sizeof *g.fr);
-	for (uint64_t j = 0; j < g.n_ev; j++) {
-		struct acct *a = &g.acct[rnd() % (uint64_t)g.n_acct];
-		struct host *h = &g.host[a->host];
-		uint32_t toff;
-		if (gen_commit(a, h->n_ev + 1, &toff))
-			die("frame generation failed");
-		g.fr[j] = (struct frame){ xmalloc(g.fr_buf.len), (uint32_t)g.fr_buf.len, toff, (uint32_t)a->host };
-		memcpy(g.fr[j].p, g.fr_buf.p, g.fr_buf.len);
-		if (h->n_ev == h->cap_ev) {
-			h->cap_ev = h->cap_ev ? h->cap_ev * 2 : 64;
-			h->ev = realloc(h->ev, h->cap_ev * sizeof *h->ev);
-			if (!h->ev)
-				die("out of memory");
-		}
-		h->ev[h->n_ev++] = (uint32_t)j;
-	}
+	uint64_t slots = g.live ? g.log_max : g.n_ev;
+	g.fr = calloc(slots ? slots : 1, sizeof *g.fr);
+	if (!g.fr)
+		die("out of memory");
+	for (uint64_t j = 0; j < g.n_ev && !g.live; j++)
+		gen_one(j);
 	g.gen_s = now_s(CLOCK_MONOTONIC) - t0;
 	g.gen_cpu = now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+	if (g.live) {
+		fprintf(stderr, "fakepds: generated nothing in advance (--live): %" PRIu64 " events as they fall due, "
+				"tree of %d records, %d layers\n", g.n_ev, g.n_records + 1, layer + 1);
+		return;
+	}
 	uint64_t bytes = 0;
 	for (uint64_t j = 0; j < g.n_ev; j++)
 		bytes += g.fr[j].n;
@@ -970,7 +989,12 @@ static void pump(struct sub *s)
 {
 	struct host *h = s->h;
 	while (s->next <= h->head && bt_ws_outq(s->ws) < SUB_HIGH) {
-		const struct frame *f = &g.fr[h->ev[s->next - 1]];
+		uint64_t j = h->ev[s->next - 1];
+		if (g.live && j + g.log_max < g.emitted) { /* fell out of the replay ring: skip ahead */
+			s->next++;
+			continue;
+		}
+		const struct frame *f = &g.fr[g.live ? j % g.log_max : j];
 		if (bt_ws_send(s->ws, BT_WS_BINARY, f->p, f->n) < 0)
 			return;
 		s->next++;
@@ -1005,11 +1029,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	uint64_t want = g.backlog + (uint64_t)(el * g.rate);
 	if (want > g.n_ev || el >= g.seconds)
 		want = g.n_ev;
+	if (g.live && want > g.emitted + 2000)
+		want = g.emitted + 2000; /* bounded generation per turn: the loop keeps serving */
 	if (g.emitted < want) {
 		char tm[TIME_LEN + 1];
+		if (g.live) {
+			double c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+			for (uint64_t j = g.emitted; j < want; j++)
+				gen_one(j);
+			g.gen_cpu += now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+		}
 		iso_time(tm); /* one clock read per tick: the events of a tick fall due together */
 		for (; g.emitted < want; g.emitted++) {
-			struct frame *f = &g.fr[g.emitted];
+			struct frame *f = &g.fr[g.live ? g.emitted % g.log_max : g.emitted];
 			memcpy(f->p + f->time_off, tm, TIME_LEN);
 			struct host *h = &g.host[f->host];
 			h->head++;
@@ -1215,7 +1247,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: fakepds --port P [--hosts H] --accounts N --rate R --seconds S [--backlog B]\n"
 		"               [--key k256|p256|mixed] [--records C] [--bind ADDR] [--seed X]\n"
-		"               [--start-on-subscribe] [--start-on-signal] [--no-check]\n"
+		"               [--start-on-subscribe] [--start-on-signal] [--no-check] [--live [--log-max M]]\n"
 		"  H PDS hosts on ports P..P+H-1 (each also a PLC directory for every account), N accounts,\n"
 		"  R*S + B pre-generated signed #commit events with real MST proofs: B at the start, then R/s.\n"
 		"  Runs until SIGINT/SIGTERM.\n");
@@ -1241,6 +1273,7 @@ int main(int argc, char **argv)
 					    { "seed", 1, 0, 'S' },    { "no-check", 0, 0, 'n' },
 					    { "start-on-subscribe", 0, 0, 'W' },
 					    { "start-on-signal", 0, 0, 'U' },
+					    { "live", 0, 0, 'L' },    { "log-max", 1, 0, 'l' },
 					    { 0, 0, 0, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1258,6 +1291,8 @@ int main(int argc, char **argv)
 		case 'n': g.check = false; break;
 		case 'W': g.wait_sub = true; break;
 		case 'U': g.wait_sig = true; break;
+		case 'L': g.live = true; break;
+		case 'l': g.log_max = strtoull(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
@@ -1266,9 +1301,13 @@ int main(int argc, char **argv)
 	    (strcmp(g.key, "k256") && strcmp(g.key, "p256") && strcmp(g.key, "mixed")))
 		usage();
 	double nev = g.rate * g.seconds + (double)g.backlog;
-	if (nev > 20e6)
+	if (!g.log_max)
+		g.log_max = 200000;
+	if (nev > (g.live ? 4e9 : 20e6))
 		die("too many events (rate * seconds + backlog > 20000000)");
 	g.n_ev = (uint64_t)nev;
+	if (g.live)
+		g.check = false; /* generation is on the clock: no self-check */
 	g.rng = g.seed * 0x9E3779B97F4A7C15ull + 1;
 	signal(SIGPIPE, SIG_IGN);
 
@@ -1351,7 +1390,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigusr1);
 	event_base_free(g.base);
-	for (uint64_t j = 0; j < g.n_ev; j++)
+	for (uint64_t j = 0; j < (g.live ? g.log_max : g.n_ev); j++)
 		free(g.fr[j].p);
 	free(g.fr);
 	for (int i = 0; i < g.n_hosts; i++)
