@@ -240,7 +240,7 @@ stage_us() {
 # ---- phase: paced -- targets 1 (CPU per event) and 3 (latency) ----
 phase_paced() {
 	EXPECTED=$((RATE * SECS))
-	start_pds paced --rate "$RATE" --seconds "$SECS" || return
+	start_pds paced --rate "$RATE" --seconds "$SECS" --no-check || return
 	start_relay paced || { stop_phase; return; }
 	PERF_ON=${BENCH_PERF:+1}
 	run_load paced $((SECS + 60))
@@ -276,7 +276,7 @@ phase_paced() {
 # ---- phase: peak -- target 2 (pre-generated frames as fast as the sockets take them) ----
 phase_peak() {
 	EXPECTED=$PEAK_EV
-	start_pds peak --rate 0 --seconds 0 --backlog "$PEAK_EV" || return
+	start_pds peak --rate 0 --seconds 0 --backlog "$PEAK_EV" --no-check || return
 	start_relay peak || { stop_phase; return; }
 	run_load peak 300
 	local rate
