@@ -31,8 +31,9 @@
  *	Commits are signed with bt_privkey_sign (secp256k1 or P-256 per account, --key mixed
  *	alternates).
  *
- *	--live (for long soaks) generates each event when it falls due instead, without the
- *	self-check, keeping the last M frames (default 200000) for replay; memory stays flat.
+ *	--live (for long soaks; implied above 250000 events) generates each event when it falls due
+ *	instead, without the self-check, keeping the last M frames (default 200000) for replay; memory
+ *	stays flat.  --mst-cap is accepted and ignored (older callers).
  *
  *	Emission: event k is due at S*k/(R*S) seconds after the start (the first B at once; R = 0 and
  *	B > 0 is the peak mode: everything at once, paced only by the sockets).  When an event falls
@@ -1278,6 +1279,7 @@ int main(int argc, char **argv)
 					    { "start-on-subscribe", 0, 0, 'W' },
 					    { "start-on-signal", 0, 0, 'U' },
 					    { "live", 0, 0, 'L' },    { "log-max", 1, 0, 'l' },
+					    { "mst-cap", 1, 0, 'M' },
 					    { 0, 0, 0, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1296,6 +1298,7 @@ int main(int argc, char **argv)
 		case 'W': g.wait_sub = true; break;
 		case 'U': g.wait_sig = true; break;
 		case 'L': g.live = true; break;
+		case 'M': break; /* accepted for old callers: the repos are real MSTs now (--records) */
 		case 'l': g.log_max = strtoull(optarg, NULL, 10); break;
 		default: usage();
 		}
@@ -1310,6 +1313,10 @@ int main(int argc, char **argv)
 	if (nev > (g.live ? 4e9 : 20e6))
 		die("too many events (rate * seconds + backlog > 20000000)");
 	g.n_ev = (uint64_t)nev;
+	if (!g.live && g.n_ev > 250000) { /* ~5 KB a frame: more would not fit comfortably in memory */
+		fprintf(stderr, "fakepds: %" PRIu64 " events are too many to pre-generate: --live\n", g.n_ev);
+		g.live = true;
+	}
 	if (g.live)
 		g.check = false; /* generation is on the clock: no self-check */
 	g.rng = g.seed * 0x9E3779B97F4A7C15ull + 1;
