@@ -9,7 +9,7 @@
  *	that seq strictly increases, and records the latency of each #commit as its receive time minus
  *	the frame's `time` field (meaningful when the producer stamps `time` at creation, as fakepds
  *	does).  It stops after S seconds, after N commits, or after --idle seconds without a frame
- *	once at least one arrived, and prints one line of key=value results on stdout:
+ *	once at least one arrived, or on SIGTERM/SIGINT, and prints one line of key=value results on stdout:
  *	  frames commits other errors seq_first seq_last seq_order_errors rate_per_s lat_p50_ms
  *	  lat_p90_ms lat_p99_ms lat_max_ms [verified verify_failed chain_breaks inversion_failed]
  *	rate_per_s is commits / (last receive - first receive).
@@ -18,7 +18,8 @@
  *	and its root is the commit, the commit decodes and matches repo and rev, the signature
  *	verifies under the #atproto key of the DID document fetched (blocking libcurl, cached) from
  *	PLC_URL/<did>, since/prevData chain onto the account's previous commit, and, for the
- *	single-leaf MST trees fakepds writes, inverting the ops on the new root node gives prevData.
+ *	inverting the ops on the new MST with bt_mst_invert (the nodes it needs must be in the CAR)
+ *	gives prevData, as a relay with strict Sync 1.1 validation checks it.
  *	Meant for testing fakepds and for spot checks, not for speed.
  * DIAGNOSTICS
  *	Exit 0 when at least one frame arrived and (with --verify) nothing failed, 1 otherwise,
@@ -32,11 +33,13 @@
 #include "bt_crypto.h"
 #include "bt_did.h"
 #include "bt_fh.h"
+#include "bt_mst.h"
 #include "bt_ws.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -182,106 +185,19 @@ static int resolve(struct ident *id)
 	return 0;
 }
 
-struct entry {
-	uint8_t key[256];
-	size_t kn;
-	struct bt_cid v;
-};
-
-/* Decodes a single-leaf MST node {e, l: null} (no subtrees) into keys; <0 if it is another shape. */
-static int decode_leaf(const uint8_t *p, size_t n, struct entry *e, size_t cap, size_t *ne)
+/* Sync 1.1: inverting the ops on the new tree (the relay's own bt_mst_invert) must give prevData. */
+static bool inversion_ok(const struct bt_fh_msg *m, const struct bt_cid *root)
 {
-	struct bt_cbor_rd r;
-	struct bt_cbor_item it;
-	bt_cbor_rd_init(&r, p, n);
-	if (bt_cbor_next(&r, &it) || it.type != BT_CBOR_MAP || it.n != 2)
-		return -1;
-	if (bt_cbor_next(&r, &it) || it.type != BT_CBOR_TEXT || it.n != 1 || it.p[0] != 'e')
-		return -1;
-	if (bt_cbor_next(&r, &it) || it.type != BT_CBOR_ARRAY || it.n > cap)
-		return -1;
-	*ne = it.n;
-	for (size_t i = 0; i < *ne; i++) {
-		struct bt_cbor_item k, v;
-		if (bt_cbor_next(&r, &it) || it.type != BT_CBOR_MAP || it.n != 4)
-			return -1;
-		if (bt_cbor_next(&r, &k) || bt_cbor_next(&r, &v) || v.type != BT_CBOR_BYTES) /* k */
-			return -1;
-		const uint8_t *suf = v.p;
-		size_t sn = v.n;
-		if (bt_cbor_next(&r, &k) || bt_cbor_next(&r, &v) || v.type != BT_CBOR_UINT) /* p */
-			return -1;
-		size_t pre = v.u;
-		if (bt_cbor_next(&r, &k) || bt_cbor_next(&r, &v) || v.type != BT_CBOR_NULL) /* t */
-			return -1;
-		if (bt_cbor_next(&r, &k) || bt_cbor_read_cid(&r, &e[i].v)) /* v */
-			return -1;
-		if ((i == 0 && pre) || (i && pre > e[i - 1].kn) || pre + sn > sizeof e[i].key)
-			return -1;
-		if (i)
-			memcpy(e[i].key, e[i - 1].key, pre);
-		memcpy(e[i].key + pre, suf, sn);
-		e[i].kn = pre + sn;
-	}
-	return 0;
-}
-
-static int encode_leaf(const struct entry *e, size_t ne, struct bt_buf *b)
-{
-	int rc = bt_cbor_w_map(b, 2);
-	rc = rc ? rc : bt_cbor_w_str(b, "e");
-	rc = rc ? rc : bt_cbor_w_array(b, ne);
-	for (size_t i = 0; i < ne && !rc; i++) {
-		size_t p = 0;
-		if (i)
-			while (p < e[i].kn && p < e[i - 1].kn && e[i].key[p] == e[i - 1].key[p])
-				p++;
-		rc = bt_cbor_w_map(b, 4);
-		rc = rc ? rc : bt_cbor_w_str(b, "k");
-		rc = rc ? rc : bt_cbor_w_bytes(b, e[i].key + p, e[i].kn - p);
-		rc = rc ? rc : bt_cbor_w_str(b, "p");
-		rc = rc ? rc : bt_cbor_w_uint(b, p);
-		rc = rc ? rc : bt_cbor_w_str(b, "t");
-		rc = rc ? rc : bt_cbor_w_null(b);
-		rc = rc ? rc : bt_cbor_w_str(b, "v");
-		rc = rc ? rc : bt_cbor_w_cid(b, &e[i].v);
-	}
-	rc = rc ? rc : bt_cbor_w_str(b, "l");
-	rc = rc ? rc : bt_cbor_w_null(b);
-	return rc;
-}
-
-/* Applies the inverse of the ops to the new single-leaf root; true when it gives prevData. */
-static bool inversion_ok(const struct bt_fh_msg *m, const struct bt_car_block *nb)
-{
-	static struct entry e[257];
-	size_t ne;
-	if (decode_leaf(nb->data, nb->len, e, 256, &ne) < 0)
+	struct bt_cid prev;
+	const char *why = NULL;
+	int rc = bt_mst_invert(&g.car, root, m->ops, m->n_ops, &prev, &why);
+	if (rc) {
+		if (g.inv_fail < 5)
+			fprintf(stderr, "countconsumer: inversion failed: %s (repo %.*s rev %.*s)\n", why ? why : "?",
+				(int)m->did.n, (const char *)m->did.p, (int)m->rev.n, (const char *)m->rev.p);
 		return false;
-	for (size_t i = 0; i < m->n_ops; i++) {
-		const struct bt_fh_op *op = &m->ops[i];
-		size_t j = 0;
-		while (j < ne && !(e[j].kn == op->path.n && !memcmp(e[j].key, op->path.p, op->path.n)))
-			j++;
-		if (bt_bytes_eq_str(op->action, "create")) {
-			if (j == ne)
-				return false;
-			memmove(&e[j], &e[j + 1], (ne - j - 1) * sizeof e[0]);
-			ne--;
-		} else if (bt_bytes_eq_str(op->action, "update")) {
-			if (j == ne || !op->has_prev)
-				return false;
-			e[j].v = op->prev;
-		} else {
-			return false; /* fakepds writes no deletes */
-		}
 	}
-	bt_buf_reset(&g.node);
-	if (encode_leaf(e, ne, &g.node))
-		return false;
-	struct bt_cid c;
-	bt_cid_for_block(BT_CID_CODEC_DAG_CBOR, g.node.p, g.node.len, &c);
-	return bt_cid_eq(&c, &m->prev_data);
+	return bt_cid_eq(&prev, &m->prev_data);
 }
 
 static void verify_commit(const struct bt_fh_msg *m)
@@ -321,7 +237,7 @@ static void verify_commit(const struct bt_fh_msg *m)
 		    !m->has_prev_data || !bt_cid_eq(&m->prev_data, &id->data))
 			g.chain_breaks++;
 	}
-	if (m->has_prev_data && !inversion_ok(m, nb))
+	if (m->has_prev_data && !inversion_ok(m, &c.data))
 		g.inv_fail++;
 	id->has_state = true;
 	snprintf(id->rev, sizeof id->rev, "%.*s", (int)m->rev.n, (const char *)m->rev.p);
@@ -391,6 +307,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(g.base);
 }
 
+static void on_term(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(g.base); /* SIGTERM/SIGINT: stop and print what arrived so far */
+}
+
 static int cmp_d(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -441,7 +362,13 @@ int main(int argc, char **argv)
 	}
 	g.timer = event_new(g.base, -1, EV_PERSIST, on_timer, NULL);
 	event_add(g.timer, &(struct timeval){ 0, 100000 });
+	struct event *sigterm = evsignal_new(g.base, SIGTERM, on_term, NULL);
+	struct event *sigint = evsignal_new(g.base, SIGINT, on_term, NULL);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
 	event_base_dispatch(g.base);
+	event_free(sigterm);
+	event_free(sigint);
 	if (!g.closed_code) { /* stopped by the timer: close and let on_close run */
 		event_del(g.timer);
 		bt_ws_close(ws, 1000, "done");
