@@ -120,31 +120,17 @@ static void fault_parse(void)
 }
 static struct bt_buf evbuf; /* the batch's event values, reused: no malloc per frame */
 
-/* Accounts touched by the current batch: later verdicts of a DID must see earlier ones. */
-struct acct_slot {
-	char did[BT_DID_MAX];
-	uint16_t did_len;
-	struct bt_acct_rec rec;
-};
-static struct acct_slot accts[MAX_BATCH];
-static size_t n_accts;
+/* Hosts touched by the current batch (each verdict touches at most one): only these are
+   flushed, not every host the relay knows. */
+static struct sto_host *touched_hosts[MAX_BATCH];
+static size_t n_touched_hosts;
 
-static struct bt_acct_rec *acct_for(const char *did, size_t dn)
+static void host_touched(struct sto_host *h)
 {
-	for (size_t i = 0; i < n_accts; i++)
-		if (accts[i].did_len == dn && !memcmp(accts[i].did, did, dn))
-			return &accts[i].rec;
-	struct acct_slot *a = &accts[n_accts++];
-	memcpy(a->did, did, dn);
-	a->did_len = (uint16_t)dn;
-	char k[BT_DID_MAX + 2];
-	size_t kn = bt_key_acct(k, sizeof k, did, dn);
-	if (bt_db_get(db, k, kn, &a->rec, sizeof a->rec) != (int)sizeof a->rec) {
-		memset(&a->rec, 0, sizeof a->rec);
-		a->rec.version = 1;
-		a->rec.flags = BT_ACCT_ACTIVE;
+	if (h && h->dirty && !h->listed && n_touched_hosts < MAX_BATCH) {
+		h->listed = true;
+		touched_hosts[n_touched_hosts++] = h;
 	}
-	return &a->rec;
 }
 
 /* The relay's own account status for a DID whose identity it could not resolve in time
@@ -153,7 +139,7 @@ static struct bt_acct_rec *acct_for(const char *did, size_t dn)
 
 static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
 {
-	struct bt_acct_rec *a = acct_for(v->did, v->did_len);
+	struct bt_acct_rec *a = sto_acct_get(db, v->did, v->did_len);
 	a->host_id = v->host_id;
 	a->last_seq = seq;
 	a->updated_ms = bt_wall_ms();
@@ -238,7 +224,9 @@ static bool chain_verdict(const struct bt_rec_verdict *v)
 		return true;
 	}
 	uint32_t was = sto_host_epoch(h);
-	switch (sto_chain_take(h, v->epoch, v->useq, v->prev_useq, v->flags & BT_V_CHAIN_RESET, batch)) {
+	int r = sto_chain_take(h, v->epoch, v->useq, v->prev_useq, v->flags & BT_V_CHAIN_RESET, batch);
+	host_touched(h);
+	switch (r) {
 	case STO_DUP:
 		pend_drops.duplicates++;
 		pend_drops.drops[BT_DROP_DUPLICATE]++;
@@ -300,13 +288,14 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 			h->rec.last_ms = eh.time_ms;
 			h->rec.n_events++;
 			h->dirty = true;
+			host_touched(h);
 		}
 		bt_stat_add(st, BT_STAT_COMMITTED, 1);
 	} else {
 		count_drop(v->reason < BT_DROP__COUNT ? (enum bt_drop)v->reason : BT_DROP_MALFORMED);
 		if (v->reason == BT_DROP_IDENTITY_TIMEOUT && v->did_len) {
 			/* getRepoStatus shows it (and a restarted verify asks the PDS before trusting it). */
-			struct bt_acct_rec *a = acct_for(v->did, v->did_len);
+			struct bt_acct_rec *a = sto_acct_get(db, v->did, v->did_len);
 			a->flags &= ~BT_ACCT_ACTIVE;
 			a->status_len = sizeof DESYNC - 1;
 			memcpy(a->status, DESYNC, sizeof DESYNC - 1);
@@ -317,15 +306,14 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 
 static void flush_accounts(void)
 {
-	for (size_t i = 0; i < n_accts; i++) {
-		char k[BT_DID_MAX + 2];
-		size_t kn = bt_key_acct(k, sizeof k, accts[i].did, accts[i].did_len);
-		bt_db_batch_put(batch, k, kn, &accts[i].rec, sizeof accts[i].rec);
+	sto_accts_flush(batch);
+	for (size_t i = 0; i < n_touched_hosts; i++) {
+		struct sto_host *h = touched_hosts[i];
+		h->listed = false;
+		if (h->dirty)
+			sto_host_flush(h, batch);
 	}
-	n_accts = 0;
-	for (uint32_t i = 1; i < hosts.n; i++)
-		if (hosts.v[i] && hosts.v[i]->dirty)
-			sto_host_flush(hosts.v[i], batch);
+	n_touched_hosts = 0;
 }
 
 /* Write the batch, retrying until RocksDB takes it (a failure here must not lose verdicts). */
@@ -621,6 +609,9 @@ int main(int argc, char **argv)
 	tally_load();
 	if (sto_hosts_load(&hosts, db) < 0)
 		bt_die_config("cannot load hosts from %s", path);
+	if (sto_accts_init((size_t)bt_cfg.store_account_cache, (size_t)bt_cfg.commit_batch) < 0)
+		bt_die_config("cannot allocate %lld account states (RELAY_STORE_ACCOUNT_CACHE)",
+			      (long long)bt_cfg.store_account_cache);
 	batch = bt_db_batch_new();
 	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
 	fault_parse();
@@ -657,6 +648,7 @@ int main(int argc, char **argv)
 	}
 	bt_ctl_srv_free(&ctl);
 	bt_db_batch_free(&batch);
+	sto_accts_free();
 	bt_db_close(&db);
 	bt_proc_exit(0);
 }
