@@ -4,8 +4,11 @@
  * DESCRIPTION
  *	The only RocksDB writer.  Its loop reads verdicts from the K verify->store rings, and
  *	for up to RELAY_COMMIT_BATCH of them builds ONE write batch holding, for each accepted
- *	frame, its event under a fresh relay seq and the account's new state; for every
- *	verdict, accepted or dropped, the host's resume chain (store_chain.c); and the last seq.
+ *	frame, its event under a fresh relay seq and the account's new state (kept in memory,
+ *	store_acct.c, written through); for every verdict, accepted or dropped, the host's
+ *	resume chain (store_chain.c, only the hosts the batch touched); and the last seq.
+ *	Group commit: writes start at most once per RELAY_COMMIT_WINDOW_US (each pays a WAL
+ *	sync); a small batch waits out the rest of the window for more verdicts (turn()).
  *	Only after that batch is written (synced if RELAY_SYNC_WRITES) are the events published
  *	to the broadcast ring and the input records released.  Hence:
  *	  - killed before the write: nothing happened; the verdicts are read again;
