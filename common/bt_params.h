@@ -64,7 +64,12 @@
 	  "fault injection for tests: comma-separated points where the store _exit(9)s (after_write_seq:N, " \
 	  "after_publish_seq:N, in_publish_seq:N, after_reset_write, before_write_drop: before the write of " \
 	  "the first batch holding a drop, once per data dir) or splice_fail_useq:U (the splice of " \
-	  "the frame of upstream seq U, epoch 0, fails); never set it in production")
+	  "the frame of upstream seq U, epoch 0, fails); never set it in production") \
+	X(INT, commit_window_us, "RELAY_COMMIT_WINDOW_US", "1000", 0, 100000,                         \
+	  "group commit: the store starts a RocksDB write (one WAL sync) at most once per this many microseconds; " \
+	  "a batch below RELAY_COMMIT_BATCH waits up to then for more verdicts, adding at most this much latency (0 = write at once)") \
+	X(INT, store_account_cache, "RELAY_STORE_ACCOUNT_CACHE", "100000", 16, 10000000,                \
+	  "account states the store keeps in memory (about 550 bytes each; a miss reads RocksDB once)")
 
 enum bt_param_type { BT_P_STR, BT_P_INT, BT_P_BOOL, BT_P_DUR };
 

@@ -560,7 +560,7 @@ static inline int lapped(const struct bt_ring *r, uint64_t pos)
 	return atomic_load_explicit(&r->ctl->claim, memory_order_relaxed) > pos + r->cap;
 }
 
-int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n)
+static int bcast_put(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n, int ring)
 {
 	if (r->kind != BT_RING_BCAST || type == BT_RING_TYPE_PAD || seq == 0 || (n && !p))
 		return -EINVAL;
@@ -626,8 +626,19 @@ int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void 
 		_exit(9); /* fault injection for tests: the writer dies between last_seq and head */
 	/* Publishes the record and last_seq. */
 	atomic_store_explicit(&c->head, end, memory_order_release);
-	bt_bell_ring(r->bell);
+	if (ring)
+		bt_bell_ring(r->bell);
 	return 0;
+}
+
+int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n)
+{
+	return bcast_put(r, seq, type, p, n, 1);
+}
+
+int bt_bcast_publish_quiet(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n)
+{
+	return bcast_put(r, seq, type, p, n, 0);
 }
 
 uint64_t bt_bcast_fault_exit_seq;

@@ -128,6 +128,9 @@ size_t bt_ring_used(const struct bt_ring *r);
 /* Publishes a record with relay seq (> the last one); copies p; never blocks; rings the bell.
    -EMSGSIZE, -EINVAL (seq not increasing, PAD type, SPSC ring). */
 int bt_bcast_publish(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n);
+/* The same without ringing the bell: a writer publishing a batch rings it once, with
+   bt_ring_wake, after the batch's last record (one wake of the readers, not one per record). */
+int bt_bcast_publish_quiet(struct bt_ring *r, uint64_t seq, uint32_t type, const void *p, size_t n);
 /* Writer side, at the start of a new writer (the previous one may have died inside a publish):
    sets the ring's last seq to that of the newest record actually below head, and returns it in
    *last_seq: the next publish must be *last_seq + 1, and whatever the dead writer committed

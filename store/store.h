@@ -32,6 +32,7 @@ struct sto_host {
 	uint32_t epoch;             /* current epoch: the highest started one; drives rec.cursor */
 	struct sto_chain ch[STO_CHAINS];
 	bool dirty;                 /* rec must be written in the current batch */
+	bool listed;                /* on the store's list of hosts touched by the current batch */
 };
 
 struct sto_hosts {
@@ -65,4 +66,15 @@ uint32_t sto_host_epoch(const struct sto_host *h);
    record is written into b (the caller writes b before telling ingest). */
 uint32_t sto_host_alloc_epoch(struct sto_host *h, struct bt_db_batch *b);
 size_t sto_host_pending(const struct sto_host *h);
+
+/* store_acct.c: account states in memory, written through with each batch.  Capacity is raised
+   to batch_max + 1 (a batch touches at most one account per verdict, at most batch_max). */
+int  sto_accts_init(size_t cap, size_t batch_max);
+void sto_accts_free(void);
+/* The DID's state, loaded from db on a miss (a fresh active one if absent); marks it touched:
+   the caller may change it, and sto_accts_flush() writes it into the batch. */
+struct bt_acct_rec *sto_acct_get(struct bt_db *db, const char *did, size_t dn);
+/* Puts every state touched since the last flush into b. */
+void sto_accts_flush(struct bt_db_batch *b);
+size_t sto_accts_size(void);
 #endif

@@ -4,8 +4,11 @@
  * DESCRIPTION
  *	The only RocksDB writer.  Its loop reads verdicts from the K verify->store rings, and
  *	for up to RELAY_COMMIT_BATCH of them builds ONE write batch holding, for each accepted
- *	frame, its event under a fresh relay seq and the account's new state; for every
- *	verdict, accepted or dropped, the host's resume chain (store_chain.c); and the last seq.
+ *	frame, its event under a fresh relay seq and the account's new state (kept in memory,
+ *	store_acct.c, written through); for every verdict, accepted or dropped, the host's
+ *	resume chain (store_chain.c, only the hosts the batch touched); and the last seq.
+ *	Group commit: writes start at most once per RELAY_COMMIT_WINDOW_US (each pays a WAL
+ *	sync); a small batch waits out the rest of the window for more verdicts (turn()).
  *	Only after that batch is written (synced if RELAY_SYNC_WRITES) are the events published
  *	to the broadcast ring and the input records released.  Hence:
  *	  - killed before the write: nothing happened; the verdicts are read again;
@@ -41,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_BATCH 10000
@@ -120,31 +124,17 @@ static void fault_parse(void)
 }
 static struct bt_buf evbuf; /* the batch's event values, reused: no malloc per frame */
 
-/* Accounts touched by the current batch: later verdicts of a DID must see earlier ones. */
-struct acct_slot {
-	char did[BT_DID_MAX];
-	uint16_t did_len;
-	struct bt_acct_rec rec;
-};
-static struct acct_slot accts[MAX_BATCH];
-static size_t n_accts;
+/* Hosts touched by the current batch (each verdict touches at most one): only these are
+   flushed, not every host the relay knows. */
+static struct sto_host *touched_hosts[MAX_BATCH];
+static size_t n_touched_hosts;
 
-static struct bt_acct_rec *acct_for(const char *did, size_t dn)
+static void host_touched(struct sto_host *h)
 {
-	for (size_t i = 0; i < n_accts; i++)
-		if (accts[i].did_len == dn && !memcmp(accts[i].did, did, dn))
-			return &accts[i].rec;
-	struct acct_slot *a = &accts[n_accts++];
-	memcpy(a->did, did, dn);
-	a->did_len = (uint16_t)dn;
-	char k[BT_DID_MAX + 2];
-	size_t kn = bt_key_acct(k, sizeof k, did, dn);
-	if (bt_db_get(db, k, kn, &a->rec, sizeof a->rec) != (int)sizeof a->rec) {
-		memset(&a->rec, 0, sizeof a->rec);
-		a->rec.version = 1;
-		a->rec.flags = BT_ACCT_ACTIVE;
+	if (h && h->dirty && !h->listed && n_touched_hosts < MAX_BATCH) {
+		h->listed = true;
+		touched_hosts[n_touched_hosts++] = h;
 	}
-	return &a->rec;
 }
 
 /* The relay's own account status for a DID whose identity it could not resolve in time
@@ -153,7 +143,7 @@ static struct bt_acct_rec *acct_for(const char *did, size_t dn)
 
 static void apply_account(const struct bt_rec_verdict *v, uint64_t seq)
 {
-	struct bt_acct_rec *a = acct_for(v->did, v->did_len);
+	struct bt_acct_rec *a = sto_acct_get(db, v->did, v->did_len);
 	a->host_id = v->host_id;
 	a->last_seq = seq;
 	a->updated_ms = bt_wall_ms();
@@ -238,7 +228,9 @@ static bool chain_verdict(const struct bt_rec_verdict *v)
 		return true;
 	}
 	uint32_t was = sto_host_epoch(h);
-	switch (sto_chain_take(h, v->epoch, v->useq, v->prev_useq, v->flags & BT_V_CHAIN_RESET, batch)) {
+	int r = sto_chain_take(h, v->epoch, v->useq, v->prev_useq, v->flags & BT_V_CHAIN_RESET, batch);
+	host_touched(h);
+	switch (r) {
 	case STO_DUP:
 		pend_drops.duplicates++;
 		pend_drops.drops[BT_DROP_DUPLICATE]++;
@@ -300,13 +292,14 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 			h->rec.last_ms = eh.time_ms;
 			h->rec.n_events++;
 			h->dirty = true;
+			host_touched(h);
 		}
 		bt_stat_add(st, BT_STAT_COMMITTED, 1);
 	} else {
 		count_drop(v->reason < BT_DROP__COUNT ? (enum bt_drop)v->reason : BT_DROP_MALFORMED);
 		if (v->reason == BT_DROP_IDENTITY_TIMEOUT && v->did_len) {
 			/* getRepoStatus shows it (and a restarted verify asks the PDS before trusting it). */
-			struct bt_acct_rec *a = acct_for(v->did, v->did_len);
+			struct bt_acct_rec *a = sto_acct_get(db, v->did, v->did_len);
 			a->flags &= ~BT_ACCT_ACTIVE;
 			a->status_len = sizeof DESYNC - 1;
 			memcpy(a->status, DESYNC, sizeof DESYNC - 1);
@@ -317,15 +310,14 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 
 static void flush_accounts(void)
 {
-	for (size_t i = 0; i < n_accts; i++) {
-		char k[BT_DID_MAX + 2];
-		size_t kn = bt_key_acct(k, sizeof k, accts[i].did, accts[i].did_len);
-		bt_db_batch_put(batch, k, kn, &accts[i].rec, sizeof accts[i].rec);
+	sto_accts_flush(batch);
+	for (size_t i = 0; i < n_touched_hosts; i++) {
+		struct sto_host *h = touched_hosts[i];
+		h->listed = false;
+		if (h->dirty)
+			sto_host_flush(h, batch);
 	}
-	n_accts = 0;
-	for (uint32_t i = 1; i < hosts.n; i++)
-		if (hosts.v[i] && hosts.v[i]->dirty)
-			sto_host_flush(hosts.v[i], batch);
+	n_touched_hosts = 0;
 }
 
 /* Write the batch, retrying until RocksDB takes it (a failure here must not lose verdicts). */
@@ -360,11 +352,12 @@ static void write_batch(void)
 	bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, last_seq);
 }
 
-/* Puts one committed event on the broadcast ring.  One too big for it is counted and left to
+/* Puts one committed event on the broadcast ring, without waking the fanouts (the caller rings
+   once after its last record).  One too big for it is counted and left to
    the fanouts, which fill any seq missing on the ring from RocksDB (fanout_sub.c). */
 static void publish_one(uint64_t seq, const void *p, size_t n)
 {
-	int rc = bt_bcast_publish(bcast, seq, BT_REC_EVENT, p, n);
+	int rc = bt_bcast_publish_quiet(bcast, seq, BT_REC_EVENT, p, n);
 	if (fault.after_publish_seq && seq == fault.after_publish_seq)
 		fault_exit("after_publish_seq"); /* also in a republish: seq is on the ring, it fires once */
 	if (rc == 0) {
@@ -381,20 +374,17 @@ static void publish(void)
 {
 	for (size_t i = 0; i < n_evs; i++)
 		publish_one(evs[i].seq, evbuf.p + evs[i].off, evs[i].len);
+	if (n_evs)
+		bt_ring_wake(bcast); /* one wake of the fanouts per batch */
 	n_evs = 0;
 	bt_buf_reset(&evbuf);
 }
 
-/* One turn: read up to commit_batch verdicts over all rings, commit, publish, release. */
-static size_t turn(void)
+/* Reads verdicts into the batch, round robin over the K rings, until limit or all are empty. */
+static size_t gather(int K, uint64_t pos[], size_t got, size_t limit)
 {
-	int K = bt_proc.K;
-	uint64_t pos[BT_MAX_VERIFY];
-	size_t got = 0, limit = (size_t)bt_cfg.commit_batch;
 	bool more = true;
-	for (int k = 0; k < K; k++)
-		pos[k] = bt_ring_tail(bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(K, k)));
-	/* Round robin, one verdict per ring per pass, so no verify partition starves. */
+	/* One verdict per ring per pass, so no verify partition starves. */
 	while (more && got < limit) {
 		more = false;
 		for (int k = 0; k < K && got < limit; k++) {
@@ -428,8 +418,43 @@ static size_t turn(void)
 			take_verdict(v, (const uint8_t *)(v + 1));
 		}
 	}
+	return got;
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t last_write_us; /* CLOCK_MONOTONIC start of the last batch write */
+
+/* One turn: read up to commit_batch verdicts over all rings, commit, publish, release.
+   Group commit: each write pays a WAL sync (RELAY_SYNC_WRITES), so writes start at most once
+   per RELAY_COMMIT_WINDOW_US.  A batch that is not full when the previous write started less
+   than that ago sleeps out the rest (one sleep, not a wait per bell ring) and reads again;
+   an event thus waits at most one window, and after a quiet spell the first is written at
+   once.  The verdicts stay unreleased in their rings all the while (the crash contract is
+   the same as for a batch read in one pass). */
+static size_t turn(void)
+{
+	int K = bt_proc.K;
+	uint64_t pos[BT_MAX_VERIFY];
+	size_t limit = (size_t)bt_cfg.commit_batch;
+	for (int k = 0; k < K; k++)
+		pos[k] = bt_ring_tail(bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(K, k)));
+	size_t got = gather(K, pos, 0, limit);
 	if (!got)
 		return 0;
+	uint64_t now = mono_us(), due = last_write_us + (uint64_t)bt_cfg.commit_window_us;
+	if (got < limit && now < due) {
+		struct timespec ts = { .tv_nsec = (long)(due - now) * 1000 };
+		nanosleep(&ts, NULL);
+		got = gather(K, pos, got, limit);
+		now = mono_us();
+	}
+	last_write_us = now;
 	flush_accounts();
 	write_batch();
 	fault_after_write();
@@ -472,6 +497,7 @@ static void republish_tail(void)
 		}
 		bt_db_free_value(v);
 	}
+	bt_ring_wake(bcast);
 }
 
 /* Drop events older than the replay window, a bounded step at a time. */
@@ -621,6 +647,9 @@ int main(int argc, char **argv)
 	tally_load();
 	if (sto_hosts_load(&hosts, db) < 0)
 		bt_die_config("cannot load hosts from %s", path);
+	if (sto_accts_init((size_t)bt_cfg.store_account_cache, (size_t)bt_cfg.commit_batch) < 0)
+		bt_die_config("cannot allocate %lld account states (RELAY_STORE_ACCOUNT_CACHE)",
+			      (long long)bt_cfg.store_account_cache);
 	batch = bt_db_batch_new();
 	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
 	fault_parse();
@@ -658,6 +687,7 @@ int main(int argc, char **argv)
 	}
 	bt_ctl_srv_free(&ctl);
 	bt_db_batch_free(&batch);
+	sto_accts_free();
 	bt_db_close(&db);
 	bt_proc_exit(0);
 }
