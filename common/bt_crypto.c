@@ -10,13 +10,15 @@
  *	EVP_PKEY_CTX cached in the key.  The cached context is claimed with an
  *	atomic flag, so a key shared by threads stays correct: a thread that
  *	finds it busy makes a temporary context instead.
- *	SHA-256 is OpenSSL's, through an algorithm fetched once and a digest
- *	context kept per thread (bt_sha256), for short and long inputs alike.
+ *	SHA-256 is OpenSSL's low-level SHA256_* (bt_sha256): no fetch, no
+ *	allocation, SHA extensions where the CPU has them.
  * DIAGNOSTICS
  *	Negative errno values: -EINVAL bad encoding or point, -ENOTSUP unknown
  *	multicodec or key type, -EBADMSG signature invalid, -ENOMEM, -ENOSPC.
  *	Nothing is logged; OpenSSL's error queue is cleared after failures.
  */
+/* bt_sha256 uses SHA256_Init/Update/Final, deprecated since OpenSSL 3.0 (see there why). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "bt_crypto.h"
 
 #include "bt_base.h"
@@ -35,6 +37,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <secp256k1.h>
 
 #define PUB_MAGIC 0x4b505542u  /* "KPUB" */
@@ -71,39 +74,19 @@ static const uint8_t p256_half_n[32] = {
 
 /* ---- SHA-256 ---------------------------------------------------------- */
 
-/* OpenSSL's SHA-256 (SHA extensions where the CPU has them), with the algorithm fetched once
-   per process and one digest context per thread, reused: the one-shot SHA256() of OpenSSL 3
-   fetches the algorithm (a lock on the provider store) and allocates a context on every call,
-   which put pthread_rwlock in verify's profile (one call per CAR block and per MST key). */
-static EVP_MD *sha_md;
-static pthread_key_t sha_key; /* the thread's EVP_MD_CTX, freed when the thread ends */
-static pthread_once_t sha_once = PTHREAD_ONCE_INIT;
-
-static void sha_ctx_free(void *c)
-{
-	EVP_MD_CTX_free(c);
-}
-
-static void sha_fetch(void)
-{
-	sha_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-	if (pthread_key_create(&sha_key, sha_ctx_free) != 0)
-		abort();
-}
-
+/* OpenSSL's SHA-256 (its assembly uses the CPU's SHA extensions where there are any), through
+   the low-level SHA256_Init/Update/Final: the state lives on the stack, nothing is fetched or
+   allocated.  OpenSSL 3 marks these deprecated in favour of EVP, but on 3.0 every
+   EVP_DigestInit_ex2 allocates a provider context (one malloc per block hashed), and the
+   one-shot SHA256() fetches the algorithm under a rwlock as well: that was ~220 rwlock
+   acquisitions per #commit frame in verify's profile.  tools/framebench counts mallocs per
+   frame (0 from hashing). */
 void bt_sha256(const void *p, size_t n, uint8_t out[32])
 {
-	unsigned int len = 32;
-	pthread_once(&sha_once, sha_fetch);
-	EVP_MD_CTX *c = pthread_getspecific(sha_key);
-	if (!c) {
-		c = EVP_MD_CTX_new();
-		if (!c || pthread_setspecific(sha_key, c) != 0)
-			abort();
-	}
-	if (!sha_md || EVP_DigestInit_ex2(c, sha_md, NULL) != 1 || EVP_DigestUpdate(c, p, n) != 1 ||
-	    EVP_DigestFinal_ex(c, out, &len) != 1 || len != 32)
-		abort(); /* the default provider always has SHA-256: this is a broken installation */
+	SHA256_CTX c;
+	SHA256_Init(&c);
+	SHA256_Update(&c, p, n);
+	SHA256_Final(out, &c);
 }
 
 /* ---- secp256k1 context for signing ---------------------------------------- */
