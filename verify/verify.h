@@ -100,6 +100,7 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db);
 enum vfy_prior { VFY_PRIOR_NO, VFY_PRIOR_OK, VFY_PRIOR_WAIT };
 void vfy_ident_init(struct event_base *base);
 void vfy_ident_free(void);
+size_t vfy_ident_inflight(void);                          /* audit-log fetches in flight */
 void vfy_ident_persist(const struct vfy_did *d);          /* after a resolution: to the store */
 void vfy_ident_load(struct vfy_did *d, struct bt_db *db); /* a DID entering the cache: "i/" did */
 void vfy_ident_seen(struct vfy_did *d, const struct bt_bytes *time); /* an accepted #identity's time */

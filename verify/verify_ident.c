@@ -65,6 +65,11 @@ void vfy_ident_init(struct event_base *base)
 		bt_die_config("cannot set up the audit-log fetcher");
 }
 
+size_t vfy_ident_inflight(void)
+{
+	return bt_fetch_inflight(afetch);
+}
+
 void vfy_ident_free(void)
 {
 	bt_fetch_free(&afetch);

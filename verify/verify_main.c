@@ -68,8 +68,8 @@ static uint64_t rpos;            /* next input record to read */
 static struct bt_fh_msg msg;     /* decoded frame (large: static, reused) */
 static struct bt_car car;
 static struct bt_buf enc, unsig;
-static struct event *ev_read, *ev_retry, *ev_beat;
-static struct bt_bell_watch *watch;
+static struct event *ev_read, *ev_retry, *ev_beat, *ev_tick;
+static struct bt_bell *bell; /* ingest rings it after writing our input ring */
 
 /* Verdicts that found the output ring full, in order; they go first when it drains. */
 struct ovf {
@@ -843,11 +843,6 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 		event_active(ev_read, 0, 0);
 }
 
-static void on_bell(void *arg)
-{
-	event_active(ev_read, 0, 0);
-}
-
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
 	flush_ovf();
@@ -919,8 +914,59 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 	   sync its cache is authoritative; only an evicted DID reloads state (verify_cache.c). */
 	identity_timeouts();
 	out_wake(); /* a record committed by a callback without a turn end of its own */
-	/* The bell is the fast path; this is the safety net for a missed wakeup. */
+	/* The bell is the fast path (run_loop); this is the safety net for a missed wakeup. */
 	event_active(ev_read, 0, 0);
+}
+
+/* The event loop, and how it sleeps.  With nothing in flight but the input ring (no fetch, no
+   overflowed verdict), the loop thread sleeps on the bell itself: ingest's futex wake is the
+   one wakeup per batch.  (bt_bell_watch would add a thread, an eventfd write and read, an
+   epoll wakeup and a handshake: three context switches per batch, most of verify's kernel
+   time at a thousand frames a second.)  While a fetch is in flight its socket needs epoll,
+   so the loop waits there instead, for at most RING_POLL_MS at a time, and looks at the
+   bell after each wait.  Timers (beat, retries) run at the latest IDLE_WAIT_MS late. */
+#define IDLE_WAIT_MS 20
+#define RING_POLL_MS 1
+
+static bool io_pending(void)
+{
+	return ovf_head || bt_fetch_inflight(fetch) || bt_fetch_inflight(fetch_web) ||
+	       bt_fetch_inflight(fetch_web_public) || bt_fetch_inflight(fetch_local) || vfy_ident_inflight();
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static void run_loop(void)
+{
+	while (!bt_proc_stop) {
+		uint32_t seen = bt_bell_value(bell);
+		/* Ready callbacks, due timers and sockets, without blocking (read_input included:
+		   it re-activates itself while the ring holds more than a turn). */
+		if (event_base_loop(base, EVLOOP_NONBLOCK) < 0)
+			break;
+		if (event_base_got_break(base))
+			break;
+		if (bt_bell_value(bell) != seen) {
+			event_active(ev_read, 0, 0);
+			continue;
+		}
+		if (event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0)
+			continue; /* activated by the last callbacks: run them first */
+		if (io_pending()) {
+			/* ev_tick bounds the epoll wait (a no-op callback). */
+			event_add(ev_tick, &(struct timeval){ 0, RING_POLL_MS * 1000 });
+			int rc = event_base_loop(base, EVLOOP_ONCE);
+			event_del(ev_tick);
+			if (rc < 0)
+				break;
+		} else {
+			bt_bell_wait(bell, seen, IDLE_WAIT_MS);
+		}
+		if (bt_bell_value(bell) != seen)
+			event_active(ev_read, 0, 0);
+	}
 }
 
 int main(int argc, char **argv)
@@ -948,11 +994,12 @@ int main(int argc, char **argv)
 	ev_read = event_new(base, -1, 0, read_input, NULL);
 	ev_retry = event_new(base, -1, 0, on_retry, NULL);
 	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
+	ev_tick = event_new(base, -1, 0, on_tick, NULL);
 	event_add(ev_beat, &(struct timeval){ 0, 200000 });
-	watch = bt_bell_watch_new(base, bt_shm_bell(bt_proc.shm, bt_pipe_bell_verify(bt_proc.index)), on_bell, NULL);
+	bell = bt_shm_bell(bt_proc.shm, bt_pipe_bell_verify(bt_proc.index));
 	on_beat(-1, 0, NULL);
-	event_base_dispatch(base);
-	bt_bell_watch_free(&watch);
+	event_active(ev_read, 0, 0); /* frames written before we started: no bell for them */
+	run_loop();
 	bt_fetch_free(&fetch);
 	bt_fetch_free(&fetch_web);
 	bt_fetch_free(&fetch_web_public);
@@ -961,6 +1008,7 @@ int main(int argc, char **argv)
 	event_free(ev_read);
 	event_free(ev_retry);
 	event_free(ev_beat);
+	event_free(ev_tick);
 	event_base_free(base);
 	bt_car_free(&car);
 	bt_buf_free(&enc);
