@@ -39,10 +39,11 @@
 
 /* Allocations counted (the executable's malloc interposes libc's for every library), so the
    "no malloc per frame" rule is measured: mallocs= is per frame, over the timed rounds. */
+static unsigned long n_alloc;
+#ifndef __SANITIZE_ADDRESS__ /* ASan owns malloc: no count there (mallocs=0 means nothing then) */
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
-static unsigned long n_alloc;
 void *malloc(size_t n)
 {
 	n_alloc++;
@@ -58,6 +59,7 @@ void *realloc(void *p, size_t n)
 	n_alloc++;
 	return __libc_realloc(p, n);
 }
+#endif
 static const char S32[] = "234567abcdefghijklmnopqrstuvwxyz";
 
 struct frame {
