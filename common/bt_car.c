@@ -11,6 +11,7 @@
 #include "bt_car.h"
 
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,7 @@ void bt_car_free(struct bt_car *car)
 	if (!car)
 		return;
 	free(car->blocks);
+	free(car->idx);
 	memset(car, 0, sizeof *car);
 }
 
@@ -78,12 +80,15 @@ static int parse_header(struct bt_car *car, const uint8_t *p, size_t n, const ch
 	return 0;
 }
 
+static int build_index(struct bt_car *car, const char **why);
+
 int bt_car_parse(struct bt_car *car, const uint8_t *p, size_t n, const char **why)
 {
 	uint64_t len;
 	size_t off = 0;
 	int k, rc;
 	car->n_blocks = 0;
+	car->indexed = false;
 	car->n_roots = 0;
 	car->root.len = 0;
 	if (car->max_blocks == 0)
@@ -129,15 +134,89 @@ int bt_car_parse(struct bt_car *car, const uint8_t *p, size_t n, const char **wh
 		car->n_blocks++;
 		off += (size_t)len;
 	}
+	return build_index(car, why);
+}
+
+/* Slot hash of a CID: its last 16 bytes (the tail of a sha-256 digest for every block a parse
+   accepts) mixed with the reader's seed.  Not cryptographic; the seed keeps a sender from
+   choosing digests that pile into one probe run without knowing it. */
+static uint64_t cid_hash(const struct bt_cid *c, uint64_t seed)
+{
+	uint64_t a = 0, b = 0;
+	size_t n = c->len < 16 ? c->len : 16;
+	const uint8_t *t = c->b + c->len - n;
+	uint8_t buf[16] = { 0 };
+	memcpy(buf, t, n);
+	memcpy(&a, buf, 8);
+	memcpy(&b, buf + 8, 8);
+	uint64_t h = (a ^ seed) * 0x9e3779b97f4a7c15ull;
+	h ^= h >> 29;
+	h = (h ^ b ^ (seed >> 17) ^ c->len) * 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
+	return h;
+}
+
+/* Tests replace the slot hash to force every CID into one probe run (test_car_index). */
+#ifndef BT_CAR_SLOT_HASH
+#define BT_CAR_SLOT_HASH cid_hash
+#endif
+
+/* Index blocks[0..n_blocks): the first of equal CIDs wins (bt_car_get's contract). */
+static int build_index(struct bt_car *car, const char **why)
+{
+	size_t want = 16;
+	while (want < car->n_blocks * 2)
+		want <<= 1;
+	if (want > car->idx_cap) {
+		uint32_t *ni = realloc(car->idx, want * sizeof *ni);
+		if (!ni)
+			FAIL(-ENOMEM, "out of memory");
+		car->idx = ni;
+		car->idx_cap = want;
+	}
+	if (!car->idx_seed) {
+		if (RAND_bytes((unsigned char *)&car->idx_seed, sizeof car->idx_seed) != 1)
+			car->idx_seed = (uint64_t)(uintptr_t)car ^ 0x2545f4914f6cdd1dull;
+		car->idx_seed |= 1;
+	}
+	car->idx_mask = want - 1;
+	memset(car->idx, 0, want * sizeof *car->idx);
+	for (size_t i = 0; i < car->n_blocks; i++) {
+		const struct bt_cid *c = &car->blocks[i].cid;
+		size_t s = (size_t)BT_CAR_SLOT_HASH(c, car->idx_seed) & car->idx_mask;
+		for (;;) {
+			uint32_t v = car->idx[s];
+			if (!v) {
+				car->idx[s] = (uint32_t)i + 1;
+				break;
+			}
+			if (bt_cid_eq(&car->blocks[v - 1].cid, c))
+				break; /* a duplicate: the first one stays */
+			s = (s + 1) & car->idx_mask;
+		}
+	}
+	car->indexed = true;
 	return 0;
 }
 
 const struct bt_car_block *bt_car_get(const struct bt_car *car, const struct bt_cid *cid)
 {
-	for (size_t i = 0; i < car->n_blocks; i++)
-		if (bt_cid_eq(&car->blocks[i].cid, cid))
-			return &car->blocks[i];
-	return NULL;
+	if (!car->indexed) {
+		/* A failed parse: whatever it split before failing, scanned. */
+		for (size_t i = 0; i < car->n_blocks; i++)
+			if (bt_cid_eq(&car->blocks[i].cid, cid))
+				return &car->blocks[i];
+		return NULL;
+	}
+	size_t s = (size_t)BT_CAR_SLOT_HASH(cid, car->idx_seed) & car->idx_mask;
+	for (;;) {
+		uint32_t v = car->idx[s];
+		if (!v)
+			return NULL; /* at most half the slots are used: a run always ends */
+		if (bt_cid_eq(&car->blocks[v - 1].cid, cid))
+			return &car->blocks[v - 1];
+		s = (s + 1) & car->idx_mask;
+	}
 }
 
 int bt_car_write_header(struct bt_buf *b, const struct bt_cid *root)

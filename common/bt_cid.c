@@ -3,14 +3,14 @@
  *	bt_cid - binary CIDv1, base32 strings, sha-256 block CIDs
  * DESCRIPTION
  *	Used by every stage that looks at blocks (verify, store, tools).  No state.
- *	sha-256 comes from OpenSSL's one-shot SHA256().
+ *	sha-256 is bt_sha256 (OpenSSL, a context reused per thread).
  * DIAGNOSTICS
  *	-EBADMSG malformed, -ENOSPC output too small, -ENOTSUP unsupported hash.
  */
 #include "bt_cid.h"
 
 #include <errno.h>
-#include <openssl/sha.h>
+#include "bt_crypto.h"
 #include <string.h>
 
 int bt_varint_read(const uint8_t *p, size_t n, uint64_t *v)
@@ -156,7 +156,7 @@ int bt_cid_for_block(uint64_t codec, const uint8_t *data, size_t n, struct bt_ci
 	o += (size_t)bt_varint_write(codec, out->b + o);
 	out->b[o++] = BT_CID_MH_SHA256;
 	out->b[o++] = 32;
-	SHA256(data, n, out->b + o);
+	bt_sha256(data, n, out->b + o);
 	out->len = (uint8_t)(o + 32);
 	return 0;
 }
@@ -204,6 +204,6 @@ int bt_cid_check_block(const struct bt_cid *c, const uint8_t *data, size_t n)
 	if (mh != BT_CID_MH_SHA256 || c->len - off != 32)
 		return -ENOTSUP;
 	uint8_t d[32];
-	SHA256(data, n, d);
+	bt_sha256(data, n, d);
 	return memcmp(d, c->b + off, 32) == 0 ? 0 : -EBADMSG;
 }

@@ -10,14 +10,15 @@
  *	EVP_PKEY_CTX cached in the key.  The cached context is claimed with an
  *	atomic flag, so a key shared by threads stays correct: a thread that
  *	finds it busy makes a temporary context instead.
- *	The SHA-256 used for messages is a small portable implementation for
- *	short inputs (commits are a few hundred bytes; no allocation) and
- *	OpenSSL's EVP_Digest (SHA extensions) for long ones.
+ *	SHA-256 is OpenSSL's low-level SHA256_* (bt_sha256): no fetch, no
+ *	allocation, SHA extensions where the CPU has them.
  * DIAGNOSTICS
  *	Negative errno values: -EINVAL bad encoding or point, -ENOTSUP unknown
  *	multicodec or key type, -EBADMSG signature invalid, -ENOMEM, -ENOSPC.
  *	Nothing is logged; OpenSSL's error queue is cleared after failures.
  */
+/* bt_sha256 uses SHA256_Init/Update/Final, deprecated since OpenSSL 3.0 (see there why). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "bt_crypto.h"
 
 #include "bt_base.h"
@@ -36,6 +37,7 @@
 #include <openssl/obj_mac.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <secp256k1.h>
 
 #define PUB_MAGIC 0x4b505542u  /* "KPUB" */
@@ -72,89 +74,19 @@ static const uint8_t p256_half_n[32] = {
 
 /* ---- SHA-256 ---------------------------------------------------------- */
 
-static const uint32_t sha_k[64] = {
-	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-	0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-	0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-	0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-	0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-	0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-	0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-	0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha_block(uint32_t h[8], const uint8_t *b)
-{
-	uint32_t w[64];
-	for (int i = 0; i < 16; i++)
-		w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 |
-		       b[4 * i + 3];
-	for (int i = 16; i < 64; i++) {
-		uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-		uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-		w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-	}
-	uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
-	for (int i = 0; i < 64; i++) {
-		uint32_t t1 = hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-		uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c));
-		hh = g;
-		g = f;
-		f = e;
-		e = d + t1;
-		d = c;
-		c = bb;
-		bb = a;
-		a = t1 + t2;
-	}
-	h[0] += a;
-	h[1] += bb;
-	h[2] += c;
-	h[3] += d;
-	h[4] += e;
-	h[5] += f;
-	h[6] += g;
-	h[7] += hh;
-}
-
-static void sha256_small(const uint8_t *p, size_t n, uint8_t out[32])
-{
-	uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-			 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-	size_t i = 0;
-	for (; i + 64 <= n; i += 64)
-		sha_block(h, p + i);
-	uint8_t tail[128] = {0};
-	size_t r = n - i;
-	if (r)
-		memcpy(tail, p + i, r);
-	tail[r] = 0x80;
-	size_t tl = r + 9 <= 64 ? 64 : 128;
-	uint64_t bits = (uint64_t)n * 8;
-	for (int j = 0; j < 8; j++)
-		tail[tl - 1 - j] = (uint8_t)(bits >> (8 * j));
-	sha_block(h, tail);
-	if (tl == 128)
-		sha_block(h, tail + 64);
-	for (int j = 0; j < 8; j++) {
-		out[4 * j] = (uint8_t)(h[j] >> 24);
-		out[4 * j + 1] = (uint8_t)(h[j] >> 16);
-		out[4 * j + 2] = (uint8_t)(h[j] >> 8);
-		out[4 * j + 3] = (uint8_t)h[j];
-	}
-}
-
+/* OpenSSL's SHA-256 (its assembly uses the CPU's SHA extensions where there are any), through
+   the low-level SHA256_Init/Update/Final: the state lives on the stack, nothing is fetched or
+   allocated.  OpenSSL 3 marks these deprecated in favour of EVP, but on 3.0 every
+   EVP_DigestInit_ex2 allocates a provider context (one malloc per block hashed), and the
+   one-shot SHA256() fetches the algorithm under a rwlock as well: that was ~220 rwlock
+   acquisitions per #commit frame in verify's profile.  tools/framebench counts mallocs per
+   frame (0 from hashing). */
 void bt_sha256(const void *p, size_t n, uint8_t out[32])
 {
-	/* Long inputs (CAR blocks) go to OpenSSL, which uses the CPU's SHA extensions. */
-	if (n >= 4096) {
-		unsigned int len = 32;
-		if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1 && len == 32)
-			return;
-		ERR_clear_error();
-	}
-	sha256_small(p, n, out);
+	SHA256_CTX c;
+	SHA256_Init(&c);
+	SHA256_Update(&c, p, n);
+	SHA256_Final(out, &c);
 }
 
 /* ---- secp256k1 context for signing ---------------------------------------- */

@@ -75,7 +75,7 @@ enum bt_key_type bt_privkey_type(const struct bt_privkey *k);
 /* Frees *k (scalar wiped) and sets it to NULL; accepts NULL. */
 void bt_privkey_free(struct bt_privkey **k);
 
-/* SHA-256 of p[0..n) into out; borrows p; no allocation for short inputs, thread-safe. */
+/* SHA-256 of p[0..n) into out; borrows p; thread-safe; no allocation. */
 void bt_sha256(const void *p, size_t n, uint8_t out[32]);
 
 #endif

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/sha.h>
+#include "bt_crypto.h"
 
 #include "bt_cbor.h"
 
@@ -28,7 +28,7 @@ int bt_mst_key_height(const uint8_t *key, size_t n)
 {
 	uint8_t d[32];
 	int zeros = 0;
-	SHA256(key, n, d);
+	bt_sha256(key, n, d);
 	for (int i = 0; i < 32; i++) {
 		if (d[i] == 0) {
 			zeros += 8;

@@ -107,6 +107,37 @@ static int pend_add(struct ing_host *h, const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* Frames go into the rings quietly; each ring written since the last wake has its verify's
+   bell rung once, by ev_wake, which runs after every read callback of the loop turn that
+   queued it (a cross-core wakeup costs tens of microseconds: once per frame it was most of
+   ingest's kernel time).  A frame is in the ring once committed; the bell only ends the
+   reader's sleep (and verify polls on its beat as well). */
+#define WAKE_MAX 64 /* RELAY_VERIFY_PROCS' bound */
+static bool wake_dirty[WAKE_MAX];
+static struct event *ev_wake;
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	for (int k = 0; k < bt_proc.K && k < WAKE_MAX; k++)
+		if (wake_dirty[k]) {
+			wake_dirty[k] = false;
+			bt_ring_wake(bt_shm_ring(bt_proc.shm, bt_pipe_ring_in(k)));
+		}
+}
+
+static void ring_commit(struct bt_ring *r, int k)
+{
+	if (k >= WAKE_MAX) {
+		bt_ring_commit(r);
+		return;
+	}
+	bt_ring_commit_quiet(r);
+	if (!wake_dirty[k]) {
+		wake_dirty[k] = true;
+		event_active(ev_wake, 0, 0);
+	}
+}
+
 static bool push(struct ing_host *h, const uint8_t *p, size_t n, const struct bt_fh_peek *pk)
 {
 	int k = (int)(bt_hash_did((const char *)pk->did.p, pk->did.n) % (uint64_t)bt_proc.K);
@@ -132,7 +163,7 @@ static bool push(struct ing_host *h, const uint8_t *p, size_t n, const struct bt
 	fr->host_len = (uint16_t)strlen(h->name);
 	memcpy(fr->host, h->name, fr->host_len);
 	memcpy(fr + 1, p, n);
-	bt_ring_commit(r);
+	ring_commit(r, k);
 	h->cursor = (uint64_t)pk->seq;
 	h->have_cursor = true;
 	h->reset_next = false;
@@ -525,6 +556,7 @@ int main(int argc, char **argv)
 	event_add(ev_beat, &(struct timeval){ 0, 200000 });
 	ev_retry = evtimer_new(base, on_retry, NULL);
 	ev_status = evtimer_new(base, flush_status, NULL);
+	ev_wake = event_new(base, -1, 0, on_wake, NULL);
 	ing_crawl_init(base);
 	load_hosts();
 	/* Configured hosts go through the same admission as requestCrawl. */

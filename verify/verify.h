@@ -74,6 +74,21 @@ static inline int vfy_rev_cmp(const char *a, size_t an, const char *b, size_t bn
 	return (c > 0) - (c < 0);
 }
 
+/* A DID's hash for verify's own tables (cache buckets, eviction filter, audit slots).  Not
+   bt_hash_did itself: ingest partitions by bt_hash_did % K, so within one verify its low bits
+   are all alike (with K = 2 the lowest bit is fixed and half the buckets stay empty).  The
+   murmur3 finalizer mixes every bit into every bit. */
+static inline uint64_t vfy_did_hash(const char *did, size_t n)
+{
+	uint64_t h = bt_hash_did(did, n);
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return h;
+}
+
 /* verify_cache.c */
 void vfy_cache_init(size_t cap);
 struct vfy_did *vfy_did_get(const char *did, size_t n, bool create); /* touches LRU; NULL if full of busy entries */
@@ -85,6 +100,7 @@ void vfy_acct_load(struct vfy_did *d, struct bt_db *db);
 enum vfy_prior { VFY_PRIOR_NO, VFY_PRIOR_OK, VFY_PRIOR_WAIT };
 void vfy_ident_init(struct event_base *base);
 void vfy_ident_free(void);
+size_t vfy_ident_inflight(void);                          /* audit-log fetches in flight */
 void vfy_ident_persist(const struct vfy_did *d);          /* after a resolution: to the store */
 void vfy_ident_load(struct vfy_did *d, struct bt_db *db); /* a DID entering the cache: "i/" did */
 void vfy_ident_seen(struct vfy_did *d, const struct bt_bytes *time); /* an accepted #identity's time */

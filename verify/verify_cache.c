@@ -28,7 +28,7 @@ static unsigned n_evicted_since;
 
 static void evicted_mark(const char *did, size_t n)
 {
-	uint64_t h = bt_hash_did(did, n);
+	uint64_t h = vfy_did_hash(did, n);
 	evicted_since[(h % EVICTED_BITS) / 64] |= 1ull << (h % 64);
 	h >>= 32;
 	evicted_since[(h % EVICTED_BITS) / 64] |= 1ull << (h % 64);
@@ -39,9 +39,14 @@ static bool evicted_test(const char *did, size_t n)
 {
 	if (!n_evicted_since)
 		return false;
-	uint64_t h = bt_hash_did(did, n), h2 = h >> 32;
+	uint64_t h = vfy_did_hash(did, n), h2 = h >> 32;
 	return (evicted_since[(h % EVICTED_BITS) / 64] >> (h % 64) & 1) &&
 	       (evicted_since[(h2 % EVICTED_BITS) / 64] >> (h2 % 64) & 1);
+}
+
+static size_t did_bucket(const char *did, size_t n)
+{
+	return (size_t)(vfy_did_hash(did, n) & (n_buckets - 1));
 }
 
 void vfy_cache_init(size_t cap)
@@ -80,7 +85,7 @@ static void evict_one(void)
 	for (struct vfy_did *d = lru.lru_prev; d != &lru; d = d->lru_prev) {
 		if (vfy_did_busy(d))
 			continue;
-		struct vfy_did **pp = &buckets[bt_hash_did(d->did, d->did_len) & (n_buckets - 1)];
+		struct vfy_did **pp = &buckets[did_bucket(d->did, d->did_len)];
 		while (*pp != d)
 			pp = &(*pp)->hnext;
 		*pp = d->hnext;
@@ -97,7 +102,7 @@ struct vfy_did *vfy_did_get(const char *did, size_t n, bool create)
 {
 	if (n == 0 || n >= BT_DID_MAX)
 		return NULL;
-	size_t b = bt_hash_did(did, n) & (n_buckets - 1);
+	size_t b = did_bucket(did, n);
 	for (struct vfy_did *d = buckets[b]; d; d = d->hnext)
 		if (d->did_len == n && !memcmp(d->did, did, n)) {
 			lru_unlink(d);

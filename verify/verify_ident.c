@@ -65,6 +65,11 @@ void vfy_ident_init(struct event_base *base)
 		bt_die_config("cannot set up the audit-log fetcher");
 }
 
+size_t vfy_ident_inflight(void)
+{
+	return bt_fetch_inflight(afetch);
+}
+
 void vfy_ident_free(void)
 {
 	bt_fetch_free(&afetch);
@@ -144,7 +149,7 @@ void vfy_ident_seen(struct vfy_did *d, const struct bt_bytes *time)
 
 static struct audit_slot *slot_for(const char *did, size_t n)
 {
-	return &slots[bt_hash_did(did, n) & (AUDIT_SLOTS - 1)];
+	return &slots[vfy_did_hash(did, n) & (AUDIT_SLOTS - 1)];
 }
 
 static bool slot_is(const struct audit_slot *s, const struct vfy_did *d)

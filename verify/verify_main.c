@@ -68,8 +68,8 @@ static uint64_t rpos;            /* next input record to read */
 static struct bt_fh_msg msg;     /* decoded frame (large: static, reused) */
 static struct bt_car car;
 static struct bt_buf enc, unsig;
-static struct event *ev_read, *ev_retry, *ev_beat;
-static struct bt_bell_watch *watch;
+static struct event *ev_read, *ev_retry, *ev_beat, *ev_tick;
+static struct bt_bell *bell; /* ingest rings it after writing our input ring */
 
 /* Verdicts that found the output ring full, in order; they go first when it drains. */
 struct ovf {
@@ -152,13 +152,34 @@ static void release_done(void)
 		bt_ring_release(in, upto);
 }
 
+/* Records go into the output ring quietly and the store's bell rings once per loop turn
+   (out_wake at the end of every callback that can write): a cross-core wakeup costs tens of
+   microseconds, once per record it was most of verify's kernel time.  A record is visible to
+   the store as soon as it is committed; the bell only ends its sleep, and its poll timer is
+   the safety net, so a turn that forgot to ring would delay, never lose. */
+static bool out_dirty;
+
+static void out_commit(void)
+{
+	bt_ring_commit_quiet(out);
+	out_dirty = true;
+}
+
+static void out_wake(void)
+{
+	if (out_dirty) {
+		out_dirty = false;
+		bt_ring_wake(out);
+	}
+}
+
 static bool ring_put(const void *p, size_t n)
 {
 	void *dst;
 	if (bt_ring_claim(out, BT_REC_VERDICT, n, &dst) < 0)
 		return false;
 	memcpy(dst, p, n);
-	bt_ring_commit(out);
+	out_commit();
 	return true;
 }
 
@@ -168,7 +189,7 @@ bool vfy_out_put(uint32_t type, const void *p, size_t n)
 	if (ovf_head || bt_ring_claim(out, type, n, &dst) < 0)
 		return false; /* never ahead of verdicts still waiting for room */
 	memcpy(dst, p, n);
-	bt_ring_commit(out);
+	out_commit();
 	return true;
 }
 
@@ -185,6 +206,7 @@ static void flush_ovf(void)
 		free(o);
 	}
 	release_done();
+	out_wake();
 	if (ovf_head)
 		event_add(ev_retry, &(struct timeval){ 0, 2000 });
 	else
@@ -222,7 +244,7 @@ static int emit(uint64_t j, struct bt_rec_verdict *v, bool with_frame)
 			memcpy(dst, v, sizeof *v);
 			if (with_frame)
 				memcpy((uint8_t *)dst + sizeof *v, enc.p, enc.len);
-			bt_ring_commit(out);
+			out_commit();
 			vfy_job(j)->done = true;
 			if (vfy_job(j)->d)
 				vfy_job(j)->d->out_end = bt_ring_head(out);
@@ -568,12 +590,14 @@ void vfy_resume(struct vfy_did *d)
 			/* j stays at the head.  vfy_resolve may fail at once and resume d itself. */
 			if (!d->checking && d->ist != VI_RESOLVING)
 				vfy_resolve(d);
+			out_wake(); /* verdicts of the jobs before j */
 			return;
 		}
 		d->wait_head = vfy_job(j)->next;
 		if (d->wait_head == VFY_NONE)
 			d->wait_tail = VFY_NONE;
 	}
+	out_wake();
 	release_done(); /* first, so the gauge does not count frames just decided */
 	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
 }
@@ -812,15 +836,11 @@ static void read_input(evutil_socket_t fd, short what, void *arg)
 	}
 	if (n)
 		bt_proc_progress((uint64_t)n);
+	out_wake();
 	release_done(); /* first, so the gauge does not count frames just decided */
 	bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
 	if (n == TURN)
 		event_active(ev_read, 0, 0);
-}
-
-static void on_bell(void *arg)
-{
-	event_active(ev_read, 0, 0);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -866,6 +886,7 @@ static void identity_timeouts(void)
 		any = true;
 	}
 	if (any) {
+		out_wake();
 		release_done();
 		bt_stat_set(bt_proc.stats, BT_STAT_WAITING, jtail - jhead);
 		event_active(ev_read, 0, 0);
@@ -892,8 +913,60 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 	   of verify's CPU.  This process is the only one deciding its DIDs, so after the start-up
 	   sync its cache is authoritative; only an evicted DID reloads state (verify_cache.c). */
 	identity_timeouts();
-	/* The bell is the fast path; this is the safety net for a missed wakeup. */
+	out_wake(); /* a record committed by a callback without a turn end of its own */
+	/* The bell is the fast path (run_loop); this is the safety net for a missed wakeup. */
 	event_active(ev_read, 0, 0);
+}
+
+/* The event loop, and how it sleeps.  With nothing in flight but the input ring (no fetch, no
+   overflowed verdict), the loop thread sleeps on the bell itself: ingest's futex wake is the
+   one wakeup per batch.  (bt_bell_watch would add a thread, an eventfd write and read, an
+   epoll wakeup and a handshake: three context switches per batch, most of verify's kernel
+   time at a thousand frames a second.)  While a fetch is in flight its socket needs epoll,
+   so the loop waits there instead, for at most RING_POLL_MS at a time, and looks at the
+   bell after each wait.  Timers (beat, retries) run at the latest IDLE_WAIT_MS late. */
+#define IDLE_WAIT_MS 20
+#define RING_POLL_MS 1
+
+static bool io_pending(void)
+{
+	return ovf_head || bt_fetch_inflight(fetch) || bt_fetch_inflight(fetch_web) ||
+	       bt_fetch_inflight(fetch_web_public) || bt_fetch_inflight(fetch_local) || vfy_ident_inflight();
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static void run_loop(void)
+{
+	while (!bt_proc_stop) {
+		uint32_t seen = bt_bell_value(bell);
+		/* Ready callbacks, due timers and sockets, without blocking (read_input included:
+		   it re-activates itself while the ring holds more than a turn). */
+		if (event_base_loop(base, EVLOOP_NONBLOCK) < 0)
+			break;
+		if (event_base_got_break(base))
+			break;
+		if (bt_bell_value(bell) != seen) {
+			event_active(ev_read, 0, 0);
+			continue;
+		}
+		if (event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0)
+			continue; /* activated by the last callbacks: run them first */
+		if (io_pending()) {
+			/* ev_tick bounds the epoll wait (a no-op callback). */
+			event_add(ev_tick, &(struct timeval){ 0, RING_POLL_MS * 1000 });
+			int rc = event_base_loop(base, EVLOOP_ONCE);
+			event_del(ev_tick);
+			if (rc < 0)
+				break;
+		} else {
+			bt_bell_wait(bell, seen, IDLE_WAIT_MS);
+		}
+		if (bt_bell_value(bell) != seen)
+			event_active(ev_read, 0, 0);
+	}
 }
 
 int main(int argc, char **argv)
@@ -921,11 +994,12 @@ int main(int argc, char **argv)
 	ev_read = event_new(base, -1, 0, read_input, NULL);
 	ev_retry = event_new(base, -1, 0, on_retry, NULL);
 	ev_beat = event_new(base, -1, EV_PERSIST, on_beat, NULL);
+	ev_tick = event_new(base, -1, 0, on_tick, NULL);
 	event_add(ev_beat, &(struct timeval){ 0, 200000 });
-	watch = bt_bell_watch_new(base, bt_shm_bell(bt_proc.shm, bt_pipe_bell_verify(bt_proc.index)), on_bell, NULL);
+	bell = bt_shm_bell(bt_proc.shm, bt_pipe_bell_verify(bt_proc.index));
 	on_beat(-1, 0, NULL);
-	event_base_dispatch(base);
-	bt_bell_watch_free(&watch);
+	event_active(ev_read, 0, 0); /* frames written before we started: no bell for them */
+	run_loop();
 	bt_fetch_free(&fetch);
 	bt_fetch_free(&fetch_web);
 	bt_fetch_free(&fetch_web_public);
@@ -934,6 +1008,7 @@ int main(int argc, char **argv)
 	event_free(ev_read);
 	event_free(ev_retry);
 	event_free(ev_beat);
+	event_free(ev_tick);
 	event_base_free(base);
 	bt_car_free(&car);
 	bt_buf_free(&enc);

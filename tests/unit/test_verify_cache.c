@@ -10,7 +10,8 @@
  *	2. at the bound, the least recently used idle DID is evicted; a DID with frames waiting,
  *	   a resolution in flight, or a verdict the store has not committed yet (its last
  *	   verdict ends past the output ring's tail) is never evicted; once the store commits,
- *	   it can be, and coming back it is marked for a reload after a catch-up.
+ *	   it can be, and coming back it is marked for a reload after a catch-up;
+ *	3. the DIDs of one partition spread over all the buckets (lowest bits not fixed by K).
  * DIAGNOSTICS
  *	Prints "N passed, N failed".
  */
@@ -106,10 +107,44 @@ static void test_eviction(void)
 	CHECK(get(2, false) == w && get(3, false) == r);
 }
 
+/* 3. The DIDs one verify sees (ingest sends it those with bt_hash_did % K == its index) spread
+   over all of its buckets, for K = 2 and K = 4: the bucket hash is not the partition hash. */
+static void test_bucket_spread(void)
+{
+	static const unsigned ks[] = { 2, 4 };
+	for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+		unsigned K = ks[t];
+		static bool hit[1024];
+		memset(hit, 0, sizeof hit);
+		size_t saved = n_buckets, used = 0;
+		n_buckets = 1024;
+		unsigned seen = 0;
+		for (unsigned i = 0; seen < 8192; i++) {
+			char did[64];
+			int n = snprintf(did, sizeof did, "did:plc:bench%08u", i);
+			if (bt_hash_did(did, (size_t)n) % K != 1)
+				continue; /* another verify's DID */
+			seen++;
+			size_t b = did_bucket(did, (size_t)n);
+			if (b < 1024 && !hit[b]) {
+				hit[b] = true;
+				used++;
+			}
+		}
+		n_buckets = saved;
+		/* 8192 keys into 1024 buckets leave ~0.03% empty by chance; the partition hash's low
+		   bits would leave 1 - 1/K of them empty. */
+		CHECK(used > 1000);
+		if (used <= 1000)
+			fprintf(stderr, "K=%u: %zu of 1024 buckets used\n", K, used);
+	}
+}
+
 int main(void)
 {
 	vfy_cache_init(16);
 	test_wait_ids();
 	test_eviction();
+	test_bucket_spread();
 	BT_TEST_END();
 }
