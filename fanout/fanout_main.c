@@ -5,7 +5,7 @@
  *	Starts through bt_proc_init, listens on RELAY_API_BIND with SO_REUSEPORT so the N
  *	fanout processes share the port, and runs one libevent loop: the HTTP server
  *	(fanout_xrpc.c), the consumers (fanout_sub.c), a bell watch on the broadcast ring
- *	and a 200 ms timer that stamps the heartbeat, samples the pipeline for /_health,
+ *	(paused while there is no consumer) and a 200 ms timer that stamps the heartbeat, samples the pipeline for /_health,
  *	opens the read-only RocksDB view once the store has created it, and notices
  *	bt_proc_stop.  On stop: the listener closes, every consumer is closed with 1012 and
  *	the process exits when the last one is gone (or after the close timeout).
@@ -154,15 +154,27 @@ int fan_db_catch_up(uint64_t min_ms)
 	return bt_db_catch_up(fan.db);
 }
 
-static void on_bell(void *arg)
+/* Observing the ring move is this stage's input (stuck-pipeline detection); from the tick,
+   so a process with no consumer needs no wakeup per record. */
+static void note_progress(void)
 {
 	uint64_t last = bt_bcast_last_seq(fan.ring);
 	if (last > fan.seen_seq) {
-		/* Observing the ring move is this stage's input (stuck-pipeline detection). */
 		bt_proc_progress(last - fan.seen_seq);
 		fan.seen_seq = last;
 	}
+}
+
+static void on_bell(void *arg)
+{
 	fan_sub_on_bell();
+}
+
+void fan_bell_update(void)
+{
+	/* Only consumers read the ring live: with none, the watch sleeps and the store's bell
+	   rings cost this process nothing.  Resuming calls on_bell once. */
+	bt_bell_watch_pause(bell, fan_sub_count() == 0);
 }
 
 static void begin_stop(void)
@@ -191,6 +203,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	fan_health_sample();
+	note_progress();
 	if (!fan.db && now >= db_next_try_ms) {
 		db_next_try_ms = now + 500;
 		if (fan_db_ensure() == 0)
@@ -224,6 +237,7 @@ int main(int argc, char **argv)
 	bell = bt_bell_watch_new(fan.base, bt_shm_bell(bt_proc.shm, bt_pipe_bell_fanout(bt_proc.K)), on_bell, NULL);
 	if (!bell)
 		bt_die_config("cannot watch the fanout bell");
+	fan_bell_update();
 	tick_ev = event_new(fan.base, -1, EV_PERSIST, on_tick, NULL);
 	struct timeval tv = { 0, 200000 };
 	event_add(tick_ev, &tv);

@@ -22,8 +22,9 @@
  *	on_close, the last callback of the connection.
  *
  *	Single-threaded: everything here runs on the loop thread.  The data path does not
- *	malloc per frame: ring records are copied into one reused buffer, RocksDB values are
- *	borrowed from the iterator, and bt_ws_send copies into the connection's queue.
+ *	malloc per frame: a live record is framed once per process into a shared, refcounted
+ *	chunk (fanout_frame.c) that every consumer queues by reference (bt_ws_send_ref);
+ *	RocksDB values are borrowed from the iterator and bt_ws_send copies them (replay).
  * DIAGNOSTICS
  *	cursor that is not a number: 400 InvalidRequest.  cursor > newest seq: error frame
  *	FutureCursor, close 1008.  cursor older than the window: #info OutdatedCursor, then
@@ -78,8 +79,6 @@ struct fan_sub {
 
 static struct fan_sub *subs;
 static unsigned n_subs;
-static uint8_t *rbuf;    /* ring records are copied here; reused */
-static size_t rcap;
 static struct bt_buf ctl_buf; /* error/#info frames */
 static struct event *retry_ev;
 static struct event *linger_ev;
@@ -128,7 +127,9 @@ static void kick(struct fan_sub *s, const char *error, const char *message, int 
 	try_close(s);
 }
 
-/* Queues one event frame; 0, or <0 when the connection is closing. */
+static void sent(struct fan_sub *s, uint64_t seq, bool replay);
+
+/* Queues one event frame (a copy); 0, or <0 when the connection is closing. */
 static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, bool replay)
 {
 	/* Lesson 6: the seqs one consumer sees strictly increase; a violation is a bug here. */
@@ -137,6 +138,31 @@ static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, 
 		s->closing = true;
 		return -EPIPE;
 	}
+	sent(s, seq, replay);
+	return 0;
+}
+
+/* Queues a live event's shared frame by reference (a copy only while wslay holds a message
+   queued ahead of it); 0, or <0 when the connection is closing. */
+static int send_frame(struct fan_sub *s, uint64_t seq, const struct fan_frame *f)
+{
+	assert(seq > s->after);
+	fan_frame_ref(f);
+	int rc = bt_ws_send_ref(s->ws, f->p, f->n, fan_frame_release, f->chunk);
+	if (rc < 0)
+		fan_frame_release(f->p, f->n, f->chunk);
+	if (rc == -EAGAIN)
+		rc = bt_ws_send(s->ws, BT_WS_BINARY, f->p + f->hl, f->n - f->hl);
+	if (rc < 0) {
+		s->closing = true;
+		return -EPIPE;
+	}
+	sent(s, seq, false);
+	return 0;
+}
+
+static void sent(struct fan_sub *s, uint64_t seq, bool replay)
+{
 	s->after = seq;
 	s->outdated_ok = false;
 	s->quiet_window = false;
@@ -147,7 +173,6 @@ static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, 
 		max_sent = seq;
 		bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, seq);
 	}
-	return 0;
 }
 
 static void arm_retry(struct fan_sub *s)
@@ -291,20 +316,18 @@ static void pump(struct fan_sub *s)
 	bool db_fresh = false, skip_seek = false;
 	while (!s->closing && bt_ws_outq(s->ws) < SUB_HIWAT) {
 		if (s->in_ring) {
-			uint64_t seq;
+			uint64_t seq, next;
 			uint32_t type;
 			size_t len;
-			int rc = bt_bcast_read(fan.ring, &s->pos, &seq, &type, rbuf, rcap, &len);
-			if (rc == -ENOSPC) {
-				uint8_t *nb = realloc(rbuf, len);
-				if (!nb) {
+			int rc = bt_bcast_peek(fan.ring, &s->pos, &seq, &type, &len, &next);
+			const struct fan_frame *f = NULL;
+			if (rc == 0 && type == BT_REC_EVENT && seq == s->after + 1) {
+				rc = fan_frame_get(fan.ring, s->pos, seq, len, &f);
+				if (rc == -ENOMEM) {
 					BT_LOG_EVERY(BT_LOG_ERROR, "out of memory for a %zu-byte record", len);
 					arm_retry(s); /* the position stays; try again later */
 					return;
 				}
-				rbuf = nb;
-				rcap = len;
-				continue;
 			}
 			if (rc == -EAGAIN)
 				return; /* live: the bell resumes us */
@@ -320,6 +343,7 @@ static void pump(struct fan_sub *s)
 				s->in_ring = false;
 				continue;
 			}
+			s->pos = next;
 			if (type != BT_REC_EVENT || seq <= s->after)
 				continue;
 			if (seq > s->after + 1) {
@@ -334,7 +358,7 @@ static void pump(struct fan_sub *s)
 				db_fresh = true; /* with a catch-up first: the event may be just written */
 				continue;
 			}
-			if (send_event(s, seq, rbuf, len, false) < 0)
+			if (send_frame(s, seq, f) < 0)
 				return;
 			continue;
 		}
@@ -391,6 +415,7 @@ static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 		s->next->prev = s->prev;
 	n_subs--;
 	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	fan_bell_update();
 	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
 	BT_DEBUG("consumer %s closed (%d %s) at seq %llu", bt_ws_peer(ws), code, reason ? reason : "",
 		 (unsigned long long)s->after);
@@ -420,11 +445,7 @@ void fan_sub_start(struct bt_http_req *req)
 		retry_ev = evtimer_new(fan.base, on_retry, NULL);
 	if (!linger_ev)
 		linger_ev = evtimer_new(fan.base, on_linger, NULL);
-	if (!rbuf) {
-		rcap = 1u << 20;
-		rbuf = malloc(rcap);
-	}
-	if (!retry_ev || !linger_ev || !rbuf) {
+	if (!retry_ev || !linger_ev) {
 		fan_xrpc_error(req, 503, "InternalServerError", "out of memory");
 		return;
 	}
@@ -472,6 +493,7 @@ void fan_sub_start(struct bt_http_req *req)
 	subs = s;
 	n_subs++;
 	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	fan_bell_update();
 	bt_stat_add(bt_proc.stats, BT_STAT_CONNECTS, 1);
 
 	if (future) {
@@ -555,8 +577,6 @@ void fan_sub_fini(void)
 	if (linger_ev)
 		event_free(linger_ev);
 	linger_ev = NULL;
-	free(rbuf);
-	rbuf = NULL;
-	rcap = 0;
+	fan_frame_fini();
 	bt_buf_free(&ctl_buf);
 }
