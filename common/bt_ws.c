@@ -891,6 +891,12 @@ size_t bt_ws_frame_header(uint8_t hdr[BT_WS_FRAME_HDR_MAX], int opcode, size_t n
 	return 10;
 }
 
+int bt_ws_send_ref_ok(const struct bt_ws *ws)
+{
+	return ws && !ws->client && ws->state == ST_OPEN && !ws->closing_local && !ws->failed &&
+	       !wslay_event_get_close_sent(ws->wctx) && wslay_event_get_queued_msg_count(ws->wctx) == 0;
+}
+
 int bt_ws_send_ref(struct bt_ws *ws, const void *frame, size_t n, bt_ws_release_fn *release, void *arg)
 {
 	if (!ws || !frame || n < 2 || !release)

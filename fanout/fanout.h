@@ -78,6 +78,11 @@ int fan_frame_get(struct bt_ring *ring, uint64_t pos, uint64_t seq, size_t len, 
 void fan_frame_ref(const struct fan_frame *f);
 /* bt_ws_release_fn for frames queued with arg = f->chunk. */
 void fan_frame_release(const void *data, size_t len, void *arg);
+/* True when b starts right where a ends in the same chunk (one run, one reference). */
+static inline bool fan_frame_adjacent(const struct fan_frame *a, const struct fan_frame *b)
+{
+	return a->chunk == b->chunk && a->p + a->n == b->p;
+}
 /* Drops the cache and the free chunks (at exit). */
 void fan_frame_fini(void);
 

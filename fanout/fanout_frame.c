@@ -7,7 +7,10 @@
  *	header (bt_ws_frame_header), and every consumer queues that same frame by reference
  *	(bt_ws_send_ref); the kernel's copy into each socket is the only per-consumer copy.
  *
- *	Chunks are CHUNK_SIZE bytes carved in order; a chunk is refcounted: one reference for
+ *	Chunks are CHUNK_SIZE bytes carved in order, frames back to back, so the frames of
+ *	consecutive seqs are usually adjacent and a consumer queues a whole run of them as one
+ *	reference (libevent allocates a chain of about 1 KiB per reference: one per frame would
+ *	cost more than the copy it saves); a chunk is refcounted: one reference for
  *	the carving (while it is the current chunk), one per cache entry and one per queued
  *	frame (released by libevent once the bytes were written, or the connection freed).  An
  *	unreferenced chunk goes back to a small free list (FREE_MAX), so steady state allocates
@@ -31,8 +34,8 @@
 #include "fanout.h"
 
 #define CHUNK_SIZE ((size_t)256 << 10)
-#define FREE_MAX 16
-#define CACHE_SLOTS 1024u /* power of two */
+#define FREE_MAX 64
+#define CACHE_SLOTS 4096u /* power of two; pins at most this many recent frames */
 
 struct fan_chunk {
 	uint32_t refs;
@@ -132,9 +135,7 @@ int fan_frame_get(struct bt_ring *ring, uint64_t pos, uint64_t seq, size_t len, 
 		return rc == -ENOSPC ? -EOVERFLOW : rc;
 	}
 	memcpy(p, hdr, hl);
-	c->used += (hl + len + 7) & ~(size_t)7;
-	if (c->used > c->cap)
-		c->used = c->cap;
+	c->used += hl + len; /* unpadded: consecutive frames are adjacent, queued as one run */
 	if (sl->seq)
 		chunk_unref(sl->f.chunk);
 	c->refs++;

@@ -142,18 +142,62 @@ static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, 
 	return 0;
 }
 
-/* Queues a live event's shared frame by reference (a copy only while wslay holds a message
-   queued ahead of it); 0, or <0 when the connection is closing. */
-static int send_frame(struct fan_sub *s, uint64_t seq, const struct fan_frame *f)
+/* The live frames a pump has taken but not queued yet: adjacent frames of one chunk, queued
+   as one reference by run_flush (before anything else is sent to the consumer). */
+struct run {
+	struct fan_frame f; /* f.n == 0: empty */
+};
+
+/* Queues the run; 0, or <0 when the connection is closing. */
+static int run_flush(struct fan_sub *s, struct run *r)
+{
+	if (!r->f.n)
+		return 0;
+	struct fan_frame f = r->f;
+	r->f.n = 0;
+	fan_frame_ref(&f);
+	int rc = bt_ws_send_ref(s->ws, f.p, f.n, fan_frame_release, f.chunk);
+	if (rc < 0)
+		fan_frame_release(f.p, f.n, f.chunk);
+	if (rc == -EAGAIN) {
+		/* wslay holds a message (run_add checked it did not; keep it correct anyway): send
+		   copies of the run's frames one by one, behind it. */
+		rc = 0;
+		for (size_t o = 0; rc == 0 && o < f.n;) {
+			const uint8_t *h = f.p + o;
+			size_t hl = 2, n = h[1] & 0x7f;
+			if (n == 126) {
+				hl = 4;
+				n = (size_t)h[2] << 8 | h[3];
+			} else if (n == 127) {
+				hl = 10;
+				n = 0;
+				for (int i = 0; i < 8; i++)
+					n = n << 8 | h[2 + i];
+			}
+			rc = bt_ws_send(s->ws, BT_WS_BINARY, h + hl, n);
+			o += hl + n;
+		}
+	}
+	if (rc < 0) {
+		s->closing = true;
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/* Takes a live event's shared frame for the consumer (queued with the run, by reference; a copy
+   while wslay holds a message queued ahead of it); 0, or <0 when the connection is closing. */
+static int send_frame(struct fan_sub *s, struct run *r, uint64_t seq, const struct fan_frame *f)
 {
 	assert(seq > s->after);
-	fan_frame_ref(f);
-	int rc = bt_ws_send_ref(s->ws, f->p, f->n, fan_frame_release, f->chunk);
-	if (rc < 0)
-		fan_frame_release(f->p, f->n, f->chunk);
-	if (rc == -EAGAIN)
-		rc = bt_ws_send(s->ws, BT_WS_BINARY, f->p + f->hl, f->n - f->hl);
-	if (rc < 0) {
+	if (r->f.n && !fan_frame_adjacent(&r->f, f) && run_flush(s, r) < 0)
+		return -EPIPE;
+	if (r->f.n) {
+		r->f.n += f->n;
+	} else if (bt_ws_send_ref_ok(s->ws)) {
+		r->f = *f;
+	} else if (bt_ws_send(s->ws, BT_WS_BINARY, f->p + f->hl, f->n - f->hl) < 0) {
 		s->closing = true;
 		return -EPIPE;
 	}
@@ -310,9 +354,8 @@ static int db_batch(struct fan_sub *s, bool fresh)
 	return (int)c.n;
 }
 
-static void pump(struct fan_sub *s)
+static void pump_run(struct fan_sub *s, struct run *run)
 {
-	assert(s->magic == SUB_MAGIC);
 	bool db_fresh = false, skip_seek = false;
 	while (!s->closing && bt_ws_outq(s->ws) < SUB_HIWAT) {
 		if (s->in_ring) {
@@ -358,10 +401,13 @@ static void pump(struct fan_sub *s)
 				db_fresh = true; /* with a catch-up first: the event may be just written */
 				continue;
 			}
-			if (send_frame(s, seq, f) < 0)
+			if (send_frame(s, run, seq, f) < 0)
 				return;
 			continue;
 		}
+		/* Whatever comes next (RocksDB copies) is queued behind the live frames taken so far. */
+		if (run_flush(s, run) < 0)
+			return;
 		uint64_t pos;
 		int rc = skip_seek ? -ENOENT : bt_bcast_seek(fan.ring, s->after, &pos);
 		skip_seek = false;
@@ -387,6 +433,14 @@ static void pump(struct fan_sub *s)
 			return;
 		}
 	}
+}
+
+static void pump(struct fan_sub *s)
+{
+	assert(s->magic == SUB_MAGIC);
+	struct run run = { 0 };
+	pump_run(s, &run);
+	run_flush(s, &run);
 }
 
 static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, void *arg)
