@@ -18,6 +18,7 @@
  *	not an error: live consumers are served from the ring while it is retried.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -214,6 +215,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 int main(int argc, char **argv)
 {
 	bt_proc_init(BT_ROLE_FANOUT, argc, argv, "fanout: subscribeRepos consumers, replay and the public HTTP port");
+	/* Output queues grow and shrink by megabytes all the time (libevent chains, frame chunks):
+	   with glibc's defaults the heap top is trimmed and re-faulted, and big blocks are mmapped
+	   and unmapped, page by page (native_set_pte in profiles).  Keep freed memory for reuse;
+	   the resident size stays bounded by the consumers' high-water marks. */
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
 	evthread_use_pthreads();
 	fan.base = event_base_new();
 	if (!fan.base)
