@@ -249,6 +249,7 @@ int main(int argc, char **argv)
 	struct timeval tv = { 0, 200000 };
 	event_add(tick_ev, &tv);
 	BT_INFO("serving %s", bt_cfg.api_bind);
+	bt_proc_beat(); /* start-up (the RocksDB open) took a while; the timer beats from now on */
 
 	event_base_dispatch(fan.base);
 
