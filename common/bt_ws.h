@@ -9,7 +9,9 @@
  *	Concurrency: a connection belongs to one event_base and one thread.
  *	Every write (data, ping, automatic pong, close) goes through the one
  *	wslay context of the connection and lands in the bufferevent's output
- *	buffer in order, so frames (and TLS records) never interleave.  Only
+ *	buffer in order, so frames (and TLS records) never interleave; the one
+ *	exception, bt_ws_send_ref (server-side data frames shared by reference),
+ *	appends only while wslay holds nothing, so it keeps that order too.  Only
  *	this module closes the socket, exactly once, when the bufferevent is
  *	freed.  Timers (keepalive, idle, close) are freed with the connection.
  *
