@@ -758,6 +758,47 @@ int bt_bcast_read(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *typ
 	}
 }
 
+int bt_bcast_peek(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *type, size_t *len, uint64_t *next)
+{
+	if (r->kind != BT_RING_BCAST)
+		return -EINVAL;
+	uint64_t p = *pos;
+	uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_acquire);
+	for (;;) {
+		if (p == head) {
+			*pos = p;
+			return -EAGAIN;
+		}
+		if (p > head || (p & 7))
+			return -EINVAL;
+		if (head - p > r->cap)
+			return -EOVERFLOW;
+		uint64_t idx = p & r->mask, to_end = r->cap - idx;
+		struct rec_hdr h = split_word(get_word(r, p));
+		if (h.type == BT_RING_TYPE_PAD) {
+			if (lapped(r, p))
+				return -EOVERFLOW;
+			if (h.len != to_end - SPSC_HDR)
+				return -EPROTO;
+			p += to_end;
+			*pos = p;
+			continue;
+		}
+		uint64_t total = align8(BCAST_HDR + (uint64_t)h.len);
+		uint64_t s = get_word(r, p + 8);
+		/* The header words are only trusted once the seqlock check says nobody overwrote them. */
+		if (lapped(r, p))
+			return -EOVERFLOW;
+		if (h.len > r->max_rec || total > to_end || total > head - p)
+			return -EPROTO;
+		*seq = s;
+		*type = h.type;
+		*len = h.len;
+		*next = p + total;
+		return 0;
+	}
+}
+
 int bt_bcast_seek(struct bt_ring *r, uint64_t after_seq, uint64_t *pos)
 {
 	if (r->kind != BT_RING_BCAST)
@@ -872,6 +913,9 @@ struct bt_bell_watch {
 	   sleep on the bell, so producers find no sleeper and make no wake syscall.  One wakeup per
 	   batch the loop drains, not one per record. */
 	_Atomic uint32_t busy;
+	/* 1 while paused: the thread sleeps on this word (process-private futex), not on the bell,
+	   so a ring with no interested reader in this process costs it no wakeup at all. */
+	_Atomic uint32_t paused;
 	struct event *ev;
 	void (*cb)(void *arg);
 	void *arg;
@@ -901,10 +945,22 @@ static void *watch_thread(void *arg)
 	/* First callback at once: work published before the watch existed is not missed. */
 	watch_signal(w);
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+		if (atomic_load_explicit(&w->paused, memory_order_acquire)) {
+			struct timespec ts = { 1, 0 };
+			syscall(SYS_futex, (uint32_t *)&w->paused, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
+			if (!atomic_load_explicit(&w->paused, memory_order_acquire) &&
+			    !atomic_load_explicit(&w->stop, memory_order_acquire)) {
+				/* Resumed: one callback at once, as at creation, so a record published
+				   while paused (after the loop's last look at the ring) is not missed. */
+				seen = bt_bell_value(w->bell);
+				watch_signal(w);
+			}
+			continue;
+		}
 		/* Returns at once if the bell rang since `seen` (also while the loop was busy). */
 		bt_bell_wait(w->bell, seen, 1000);
 		uint32_t v = bt_bell_value(w->bell);
-		if (v != seen) {
+		if (v != seen && !atomic_load_explicit(&w->paused, memory_order_acquire)) {
 			seen = v;
 			watch_signal(w);
 		}
@@ -951,12 +1007,25 @@ fail:
 	return NULL;
 }
 
+void bt_bell_watch_pause(struct bt_bell_watch *w, int paused)
+{
+	if (!w)
+		return;
+	uint32_t v = paused ? 1u : 0u;
+	if (atomic_exchange_explicit(&w->paused, v, memory_order_acq_rel) == v)
+		return;
+	if (!paused)
+		syscall(SYS_futex, (uint32_t *)&w->paused, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 void bt_bell_watch_free(struct bt_bell_watch **wp)
 {
 	if (!wp || !*wp)
 		return;
 	struct bt_bell_watch *w = *wp;
 	atomic_store_explicit(&w->stop, 1, memory_order_release);
+	atomic_store_explicit(&w->paused, 0, memory_order_release);
+	syscall(SYS_futex, (uint32_t *)&w->paused, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	atomic_store_explicit(&w->busy, 0, memory_order_release);
 	syscall(SYS_futex, (uint32_t *)&w->busy, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	/* Bumping the value (not just waking) closes the race with a thread about to FUTEX_WAIT;

@@ -149,6 +149,11 @@ uint64_t bt_bcast_head(const struct bt_ring *r);
    overwritten; a torn copy is never returned (seqlock check after the copy). */
 int bt_bcast_read(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *type, void *buf, size_t cap,
 		  size_t *len);
+/* Looks at the record at *pos without copying it: its seq, type, payload length and *next, the
+   position after it (*pos is moved past padding only).  Same errors as bt_bcast_read except
+   -ENOSPC.  The values were checked not to be overwritten when returned; the payload itself is
+   not read (a reader that has it already, e.g. framed by another consumer, just moves to *next). */
+int bt_bcast_peek(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *type, size_t *len, uint64_t *next);
 /* Position of the first record with seq > after_seq: 0 and *pos set; -ENOENT if the ring no longer
    holds it (its oldest record has seq > after_seq + 1); -EAGAIN if after_seq >= last seq (*pos = head). */
 int bt_bcast_seek(struct bt_ring *r, uint64_t after_seq, uint64_t *pos);
@@ -171,6 +176,10 @@ int bt_bell_wait(struct bt_bell *b, uint32_t seen, int timeout_ms);
    never misses work published before it.  Borrows base and b; returns owned, NULL on error. */
 struct bt_bell_watch *bt_bell_watch_new(struct event_base *base, struct bt_bell *b, void (*cb)(void *arg),
 					void *arg);
+/* Pauses (paused != 0) or resumes the watch: while paused the thread does not wait on the bell
+   (no wakeup per ring); resuming runs cb once at once, so nothing published meanwhile is missed.
+   Call from the loop thread. */
+void bt_bell_watch_pause(struct bt_bell_watch *w, int paused);
 /* Stops and joins the thread, frees the watch; NULLs *w; accepts NULL.  Call from the loop thread. */
 void bt_bell_watch_free(struct bt_bell_watch **w);
 

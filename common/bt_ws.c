@@ -14,6 +14,11 @@
  *	buffer, so the handshake bytes and the frames after them are parsed
  *	from the same buffer whatever the TCP split.  Process: ingest (client)
  *	and fanout (server); one event_base, one thread per connection.
+ *
+ *	bt_ws_send_ref (server side, data messages) bypasses wslay: the caller's complete frame is
+ *	appended to the output buffer by reference, only when wslay holds nothing queued, so it can
+ *	neither split a frame wslay is writing nor overtake a message queued before it.  A close
+ *	is still queued only once wslay's queue is empty and so follows every such frame.
  * DIAGNOSTICS
  *	Failures are reported through on_close(code, reason); see bt_ws.h.
  */
@@ -862,6 +867,52 @@ int bt_ws_send(struct bt_ws *ws, int opcode, const void *p, size_t n)
 	if (r != 0)
 		return -EINVAL;
 	flush(ws);
+	if (bt_ws_outq(ws) > ws->drain_lowat)
+		ws->want_drain = true;
+	return 0;
+}
+
+size_t bt_ws_frame_header(uint8_t hdr[BT_WS_FRAME_HDR_MAX], int opcode, size_t n)
+{
+	hdr[0] = (uint8_t)(0x80u | ((unsigned)opcode & 0x0fu)); /* FIN, one frame per message */
+	if (n < 126) {
+		hdr[1] = (uint8_t)n;
+		return 2;
+	}
+	if (n <= 0xffff) {
+		hdr[1] = 126;
+		hdr[2] = (uint8_t)(n >> 8);
+		hdr[3] = (uint8_t)n;
+		return 4;
+	}
+	hdr[1] = 127;
+	for (int i = 0; i < 8; i++)
+		hdr[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+	return 10;
+}
+
+int bt_ws_send_ref_ok(const struct bt_ws *ws)
+{
+	return ws && !ws->client && ws->state == ST_OPEN && !ws->closing_local && !ws->failed &&
+	       !wslay_event_get_close_sent(ws->wctx) && wslay_event_get_queued_msg_count(ws->wctx) == 0;
+}
+
+int bt_ws_send_ref(struct bt_ws *ws, const void *frame, size_t n, bt_ws_release_fn *release, void *arg)
+{
+	if (!ws || !frame || n < 2 || !release)
+		return -EINVAL;
+	assert(ws->magic == WS_MAGIC);
+	if (ws->client)
+		return -EINVAL; /* a client's frames are masked per frame: nothing to share */
+	if (ws->state != ST_OPEN || ws->closing_local || ws->failed || wslay_event_get_close_sent(ws->wctx))
+		return -EPIPE;
+	/* Whatever wslay still holds (a message written in part, a pong) goes first, and wslay may be
+	   inside a frame in the output buffer: appending now could split it.  The caller sends a copy
+	   through bt_ws_send instead, which keeps the order. */
+	if (wslay_event_get_queued_msg_count(ws->wctx) != 0)
+		return -EAGAIN;
+	if (evbuffer_add_reference(bufferevent_get_output(ws->bev), frame, n, release, arg) != 0)
+		return -ENOMEM;
 	if (bt_ws_outq(ws) > ws->drain_lowat)
 		ws->want_drain = true;
 	return 0;

@@ -9,7 +9,9 @@
  *	Concurrency: a connection belongs to one event_base and one thread.
  *	Every write (data, ping, automatic pong, close) goes through the one
  *	wslay context of the connection and lands in the bufferevent's output
- *	buffer in order, so frames (and TLS records) never interleave.  Only
+ *	buffer in order, so frames (and TLS records) never interleave; the one
+ *	exception, bt_ws_send_ref (server-side data frames shared by reference),
+ *	appends only while wslay holds nothing, so it keeps that order too.  Only
  *	this module closes the socket, exactly once, when the bufferevent is
  *	freed.  Timers (keepalive, idle, close) are freed with the connection.
  *
@@ -88,6 +90,23 @@ struct bt_ws *bt_ws_connect(struct event_base *base, const char *url, const stru
 			    const struct bt_ws_opts *o);
 /* Queues one message (copies p); returns 0, or <0 if closing/closed. */
 int bt_ws_send(struct bt_ws *ws, int opcode, const void *p, size_t n);
+/* Longest WebSocket frame header (no mask: server to client). */
+#define BT_WS_FRAME_HDR_MAX 10
+/* Writes the header of an unmasked, unfragmented frame of opcode carrying n bytes; returns its length. */
+size_t bt_ws_frame_header(uint8_t hdr[BT_WS_FRAME_HDR_MAX], int opcode, size_t n);
+/* Called once a frame queued by bt_ws_send_ref has been written or dropped (data as passed). */
+typedef void bt_ws_release_fn(const void *data, size_t len, void *arg);
+/* Server side: queues one or more complete frames (each a header from bt_ws_frame_header and its
+   payload, back to back) by reference,
+   without a copy, so one buffer can be shared by many connections.  0: queued, release(frame, n, arg)
+   is called exactly once later (from the event loop, or when the connection is freed); the frame
+   must stay unchanged until then.  -EAGAIN: something is still queued in wslay ahead of it (send a
+   copy with bt_ws_send, which keeps the order); -EPIPE closing; -EINVAL (client side); -ENOMEM.
+   On any error release is not called. */
+int bt_ws_send_ref(struct bt_ws *ws, const void *frame, size_t n, bt_ws_release_fn *release, void *arg);
+/* True when bt_ws_send_ref would queue now (server side, open, nothing held in wslay); it stays
+   true until something else is sent or closed on this connection. */
+int bt_ws_send_ref_ok(const struct bt_ws *ws);
 /* Bytes queued (wslay queue + bufferevent output). */
 size_t bt_ws_outq(const struct bt_ws *ws);
 /* Graceful close (reason borrowed, cut at 123 bytes); on_close follows later, bounded by BT_WS_CLOSE_TIMEOUT_S.

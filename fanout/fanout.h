@@ -48,6 +48,8 @@ extern struct fan fan;
 int fan_db_ensure(void);
 /* bt_db_catch_up at most every min_ms (0 = now); 0 or <0 (the view stays usable). */
 int fan_db_catch_up(uint64_t min_ms);
+/* Pauses the bell watch while there is no consumer, resumes it when there is one. */
+void fan_bell_update(void);
 
 /* ---- fanout_sub.c ---- */
 /* Handles GET subscribeRepos: validates the cursor, upgrades, starts the consumer.  Ends req. */
@@ -60,6 +62,29 @@ void fan_sub_close_all(int code, const char *reason);
 unsigned fan_sub_count(void);
 /* Frees the shared read buffer (after the last consumer is gone). */
 void fan_sub_fini(void);
+
+/* ---- fanout_frame.c ---- */
+struct fan_chunk;
+/* One live event framed for WebSocket: p[0..n) is the frame, p[hl..n) the event's payload. */
+struct fan_frame {
+	struct fan_chunk *chunk;
+	const uint8_t *p;
+	size_t n, hl;
+};
+/* The frame of the ring record at pos (seq and len from bt_bcast_peek), framed on first use and
+   shared afterwards; *out borrowed until the next call.  0, or bt_bcast_read's error, -ENOMEM. */
+int fan_frame_get(struct bt_ring *ring, uint64_t pos, uint64_t seq, size_t len, const struct fan_frame **out);
+/* Takes a reference for one queued copy of f; bt_ws_send_ref(.., fan_frame_release, f->chunk) gives it back. */
+void fan_frame_ref(const struct fan_frame *f);
+/* bt_ws_release_fn for frames queued with arg = f->chunk. */
+void fan_frame_release(const void *data, size_t len, void *arg);
+/* True when b starts right where a ends in the same chunk (one run, one reference). */
+static inline bool fan_frame_adjacent(const struct fan_frame *a, const struct fan_frame *b)
+{
+	return a->chunk == b->chunk && a->p + a->n == b->p;
+}
+/* Drops the cache and the free chunks (at exit). */
+void fan_frame_fini(void);
 
 /* ---- fanout_xrpc.c ---- */
 /* The HTTP handler for every request on the public port; borrows req until it answers it. */

@@ -5,7 +5,7 @@
  *	Starts through bt_proc_init, listens on RELAY_API_BIND with SO_REUSEPORT so the N
  *	fanout processes share the port, and runs one libevent loop: the HTTP server
  *	(fanout_xrpc.c), the consumers (fanout_sub.c), a bell watch on the broadcast ring
- *	and a 200 ms timer that stamps the heartbeat, samples the pipeline for /_health,
+ *	(paused while there is no consumer) and a 200 ms timer that stamps the heartbeat, samples the pipeline for /_health,
  *	opens the read-only RocksDB view once the store has created it, and notices
  *	bt_proc_stop.  On stop: the listener closes, every consumer is closed with 1012 and
  *	the process exits when the last one is gone (or after the close timeout).
@@ -18,6 +18,7 @@
  *	not an error: live consumers are served from the ring while it is retried.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -154,15 +155,27 @@ int fan_db_catch_up(uint64_t min_ms)
 	return bt_db_catch_up_gen(fan.db, bt_proc_store_gen()) < 0 ? -EIO : 0;
 }
 
-static void on_bell(void *arg)
+/* Observing the ring move is this stage's input (stuck-pipeline detection); from the tick,
+   so a process with no consumer needs no wakeup per record. */
+static void note_progress(void)
 {
 	uint64_t last = bt_bcast_last_seq(fan.ring);
 	if (last > fan.seen_seq) {
-		/* Observing the ring move is this stage's input (stuck-pipeline detection). */
 		bt_proc_progress(last - fan.seen_seq);
 		fan.seen_seq = last;
 	}
+}
+
+static void on_bell(void *arg)
+{
 	fan_sub_on_bell();
+}
+
+void fan_bell_update(void)
+{
+	/* Only consumers read the ring live: with none, the watch sleeps and the store's bell
+	   rings cost this process nothing.  Resuming calls on_bell once. */
+	bt_bell_watch_pause(bell, fan_sub_count() == 0);
 }
 
 static void begin_stop(void)
@@ -191,6 +204,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	fan_health_sample();
+	note_progress();
 	if (!fan.db && now >= db_next_try_ms) {
 		db_next_try_ms = now + 500;
 		if (fan_db_ensure() == 0)
@@ -201,6 +215,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 int main(int argc, char **argv)
 {
 	bt_proc_init(BT_ROLE_FANOUT, argc, argv, "fanout: subscribeRepos consumers, replay and the public HTTP port");
+	/* Output queues grow and shrink by megabytes all the time (libevent chains, frame chunks):
+	   with glibc's defaults the heap top is trimmed and re-faulted, and big blocks are mmapped
+	   and unmapped, page by page (native_set_pte in profiles).  Keep freed memory for reuse;
+	   the resident size stays bounded by the consumers' high-water marks. */
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
 	evthread_use_pthreads();
 	fan.base = event_base_new();
 	if (!fan.base)
@@ -224,10 +244,12 @@ int main(int argc, char **argv)
 	bell = bt_bell_watch_new(fan.base, bt_shm_bell(bt_proc.shm, bt_pipe_bell_fanout(bt_proc.K)), on_bell, NULL);
 	if (!bell)
 		bt_die_config("cannot watch the fanout bell");
+	fan_bell_update();
 	tick_ev = event_new(fan.base, -1, EV_PERSIST, on_tick, NULL);
 	struct timeval tv = { 0, 200000 };
 	event_add(tick_ev, &tv);
 	BT_INFO("serving %s", bt_cfg.api_bind);
+	bt_proc_beat(); /* start-up (the RocksDB open) took a while; the timer beats from now on */
 
 	event_base_dispatch(fan.base);
 

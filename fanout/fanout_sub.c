@@ -22,8 +22,9 @@
  *	on_close, the last callback of the connection.
  *
  *	Single-threaded: everything here runs on the loop thread.  The data path does not
- *	malloc per frame: ring records are copied into one reused buffer, RocksDB values are
- *	borrowed from the iterator, and bt_ws_send copies into the connection's queue.
+ *	malloc per frame: a live record is framed once per process into a shared, refcounted
+ *	chunk (fanout_frame.c) that every consumer queues by reference (bt_ws_send_ref);
+ *	RocksDB values are borrowed from the iterator and bt_ws_send copies them (replay).
  * DIAGNOSTICS
  *	cursor that is not a number: 400 InvalidRequest.  cursor > newest seq: error frame
  *	FutureCursor, close 1008.  cursor older than the window: #info OutdatedCursor, then
@@ -78,8 +79,6 @@ struct fan_sub {
 
 static struct fan_sub *subs;
 static unsigned n_subs;
-static uint8_t *rbuf;    /* ring records are copied here; reused */
-static size_t rcap;
 static struct bt_buf ctl_buf; /* error/#info frames */
 static struct event *retry_ev;
 static struct event *linger_ev;
@@ -128,7 +127,9 @@ static void kick(struct fan_sub *s, const char *error, const char *message, int 
 	try_close(s);
 }
 
-/* Queues one event frame; 0, or <0 when the connection is closing. */
+static void sent(struct fan_sub *s, uint64_t seq, bool replay);
+
+/* Queues one event frame (a copy); 0, or <0 when the connection is closing. */
 static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, bool replay)
 {
 	/* Lesson 6: the seqs one consumer sees strictly increase; a violation is a bug here. */
@@ -137,6 +138,75 @@ static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, 
 		s->closing = true;
 		return -EPIPE;
 	}
+	sent(s, seq, replay);
+	return 0;
+}
+
+/* The live frames a pump has taken but not queued yet: adjacent frames of one chunk, queued
+   as one reference by run_flush (before anything else is sent to the consumer). */
+struct run {
+	struct fan_frame f; /* f.n == 0: empty */
+};
+
+/* Queues the run; 0, or <0 when the connection is closing. */
+static int run_flush(struct fan_sub *s, struct run *r)
+{
+	if (!r->f.n)
+		return 0;
+	struct fan_frame f = r->f;
+	r->f.n = 0;
+	fan_frame_ref(&f);
+	int rc = bt_ws_send_ref(s->ws, f.p, f.n, fan_frame_release, f.chunk);
+	if (rc < 0)
+		fan_frame_release(f.p, f.n, f.chunk);
+	if (rc == -EAGAIN) {
+		/* wslay holds a message (run_add checked it did not; keep it correct anyway): send
+		   copies of the run's frames one by one, behind it. */
+		rc = 0;
+		for (size_t o = 0; rc == 0 && o < f.n;) {
+			const uint8_t *h = f.p + o;
+			size_t hl = 2, n = h[1] & 0x7f;
+			if (n == 126) {
+				hl = 4;
+				n = (size_t)h[2] << 8 | h[3];
+			} else if (n == 127) {
+				hl = 10;
+				n = 0;
+				for (int i = 0; i < 8; i++)
+					n = n << 8 | h[2 + i];
+			}
+			rc = bt_ws_send(s->ws, BT_WS_BINARY, h + hl, n);
+			o += hl + n;
+		}
+	}
+	if (rc < 0) {
+		s->closing = true;
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/* Takes a live event's shared frame for the consumer (queued with the run, by reference; a copy
+   while wslay holds a message queued ahead of it); 0, or <0 when the connection is closing. */
+static int send_frame(struct fan_sub *s, struct run *r, uint64_t seq, const struct fan_frame *f)
+{
+	assert(seq > s->after);
+	if (r->f.n && !fan_frame_adjacent(&r->f, f) && run_flush(s, r) < 0)
+		return -EPIPE;
+	if (r->f.n) {
+		r->f.n += f->n;
+	} else if (bt_ws_send_ref_ok(s->ws)) {
+		r->f = *f;
+	} else if (bt_ws_send(s->ws, BT_WS_BINARY, f->p + f->hl, f->n - f->hl) < 0) {
+		s->closing = true;
+		return -EPIPE;
+	}
+	sent(s, seq, false);
+	return 0;
+}
+
+static void sent(struct fan_sub *s, uint64_t seq, bool replay)
+{
 	s->after = seq;
 	s->outdated_ok = false;
 	s->quiet_window = false;
@@ -147,7 +217,6 @@ static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, 
 		max_sent = seq;
 		bt_stat_set(bt_proc.stats, BT_STAT_LAST_SEQ, seq);
 	}
-	return 0;
 }
 
 static void arm_retry(struct fan_sub *s)
@@ -285,26 +354,23 @@ static int db_batch(struct fan_sub *s, bool fresh)
 	return (int)c.n;
 }
 
-static void pump(struct fan_sub *s)
+static void pump_run(struct fan_sub *s, struct run *run)
 {
-	assert(s->magic == SUB_MAGIC);
 	bool db_fresh = false, skip_seek = false;
 	while (!s->closing && bt_ws_outq(s->ws) < SUB_HIWAT) {
 		if (s->in_ring) {
-			uint64_t seq;
+			uint64_t seq, next;
 			uint32_t type;
 			size_t len;
-			int rc = bt_bcast_read(fan.ring, &s->pos, &seq, &type, rbuf, rcap, &len);
-			if (rc == -ENOSPC) {
-				uint8_t *nb = realloc(rbuf, len);
-				if (!nb) {
+			int rc = bt_bcast_peek(fan.ring, &s->pos, &seq, &type, &len, &next);
+			const struct fan_frame *f = NULL;
+			if (rc == 0 && type == BT_REC_EVENT && seq == s->after + 1) {
+				rc = fan_frame_get(fan.ring, s->pos, seq, len, &f);
+				if (rc == -ENOMEM) {
 					BT_LOG_EVERY(BT_LOG_ERROR, "out of memory for a %zu-byte record", len);
 					arm_retry(s); /* the position stays; try again later */
 					return;
 				}
-				rbuf = nb;
-				rcap = len;
-				continue;
 			}
 			if (rc == -EAGAIN)
 				return; /* live: the bell resumes us */
@@ -320,6 +386,7 @@ static void pump(struct fan_sub *s)
 				s->in_ring = false;
 				continue;
 			}
+			s->pos = next;
 			if (type != BT_REC_EVENT || seq <= s->after)
 				continue;
 			if (seq > s->after + 1) {
@@ -334,10 +401,13 @@ static void pump(struct fan_sub *s)
 				db_fresh = true; /* with a catch-up first: the event may be just written */
 				continue;
 			}
-			if (send_event(s, seq, rbuf, len, false) < 0)
+			if (send_frame(s, run, seq, f) < 0)
 				return;
 			continue;
 		}
+		/* Whatever comes next (RocksDB copies) is queued behind the live frames taken so far. */
+		if (run_flush(s, run) < 0)
+			return;
 		uint64_t pos;
 		int rc = skip_seek ? -ENOENT : bt_bcast_seek(fan.ring, s->after, &pos);
 		skip_seek = false;
@@ -363,6 +433,14 @@ static void pump(struct fan_sub *s)
 			return;
 		}
 	}
+}
+
+static void pump(struct fan_sub *s)
+{
+	assert(s->magic == SUB_MAGIC);
+	struct run run = { 0 };
+	pump_run(s, &run);
+	run_flush(s, &run);
 }
 
 static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, void *arg)
@@ -391,6 +469,7 @@ static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 		s->next->prev = s->prev;
 	n_subs--;
 	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	fan_bell_update();
 	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
 	BT_DEBUG("consumer %s closed (%d %s) at seq %llu", bt_ws_peer(ws), code, reason ? reason : "",
 		 (unsigned long long)s->after);
@@ -420,11 +499,7 @@ void fan_sub_start(struct bt_http_req *req)
 		retry_ev = evtimer_new(fan.base, on_retry, NULL);
 	if (!linger_ev)
 		linger_ev = evtimer_new(fan.base, on_linger, NULL);
-	if (!rbuf) {
-		rcap = 1u << 20;
-		rbuf = malloc(rcap);
-	}
-	if (!retry_ev || !linger_ev || !rbuf) {
+	if (!retry_ev || !linger_ev) {
 		fan_xrpc_error(req, 503, "InternalServerError", "out of memory");
 		return;
 	}
@@ -472,6 +547,7 @@ void fan_sub_start(struct bt_http_req *req)
 	subs = s;
 	n_subs++;
 	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	fan_bell_update();
 	bt_stat_add(bt_proc.stats, BT_STAT_CONNECTS, 1);
 
 	if (future) {
@@ -555,8 +631,6 @@ void fan_sub_fini(void)
 	if (linger_ev)
 		event_free(linger_ev);
 	linger_ev = NULL;
-	free(rbuf);
-	rbuf = NULL;
-	rcap = 0;
+	fan_frame_fini();
 	bt_buf_free(&ctl_buf);
 }

@@ -11,7 +11,10 @@
  *	they read, keepalive pings keeping an idle connection alive, teardown
  *	with ping timers pending; all under ASan.  Also: 1009 for a message
  *	over max_msg, failure status against a 404 server, pause/resume, wss
- *	with a self-signed certificate made here, handshake helpers.
+ *	with a self-signed certificate made here, handshake helpers.  bt_ws_send_ref: -EAGAIN
+ *	while wslay still holds a message (no overtaking), shared frames then a close in order,
+ *	-EPIPE after the close, -EINVAL on a client, each release exactly once, also when the
+ *	peer resets with megabytes queued.
  * DIAGNOSTICS
  *	Prints "N passed, N failed"; exits non-zero on failure.
  */
@@ -305,6 +308,7 @@ static int srv_upgrades, srv_closes, srv_fail;
 static int srv_last_code;
 static struct bt_ws *srv_conns[256];
 static int nsrv;
+static void (*sr_hook)(struct bt_ws *ws); /* test_send_ref: runs on each upgrade */
 
 static void http_handler(struct bt_http_req *r, void *arg)
 {
@@ -314,6 +318,8 @@ static void http_handler(struct bt_http_req *r, void *arg)
 			srv_upgrades++;
 			if (nsrv < 256)
 				srv_conns[nsrv++] = ws;
+			if (sr_hook)
+				sr_hook(ws);
 		}
 		return;
 	}
@@ -813,6 +819,180 @@ static void test_wss(void)
 	EVP_PKEY_free(k);
 }
 
+/* ======== bt_ws_send_ref: shared frames by reference, ordered with wslay's queue and the close ======== */
+
+#define SR_BIG 300000 /* more than the 256 KiB wslay may put in the output buffer at once */
+#define SR_N 10
+static uint8_t sr_big[SR_BIG];
+static uint8_t sr_frames[SR_N + 1][32];
+static size_t sr_len[SR_N + 1];
+static int sr_released, sr_bad_release, sr_stage, sr_queued, sr_eagain, sr_cli_order_bad, sr_cli_got;
+static int sr_cli_code;
+static uint8_t *sr_huge; /* for the abrupt-disconnect case */
+static size_t sr_huge_n;
+
+static void sr_release(const void *data, size_t len, void *arg)
+{
+	uintptr_t i = (uintptr_t)arg;
+	if (i == 1000) {
+		if (data != sr_huge || len != sr_huge_n)
+			sr_bad_release++;
+	} else if (i > SR_N || data != sr_frames[i] || len != sr_len[i]) {
+		sr_bad_release++;
+	}
+	sr_released++;
+}
+
+/* frame i carries "ref-<i>" (i == SR_N: "ref-early") */
+static void sr_make(void)
+{
+	for (int i = 0; i <= SR_N; i++) {
+		char pl[16];
+		int n = i == SR_N ? snprintf(pl, sizeof pl, "ref-early") : snprintf(pl, sizeof pl, "ref-%d", i);
+		size_t hl = bt_ws_frame_header(sr_frames[i], BT_WS_BINARY, (size_t)n);
+		memcpy(sr_frames[i] + hl, pl, (size_t)n);
+		sr_len[i] = hl + (size_t)n;
+	}
+	for (size_t i = 0; i < SR_BIG; i++)
+		sr_big[i] = (uint8_t)(i * 7);
+}
+
+static void sr_srv_drain(struct bt_ws *ws, void *arg)
+{
+	if (sr_stage != 1)
+		return;
+	sr_stage = 2;
+	for (int i = 0; i < SR_N; i++)
+		if (bt_ws_send_ref(ws, sr_frames[i], sr_len[i], sr_release, (void *)(uintptr_t)i) == 0)
+			sr_queued++;
+	/* queued right behind the shared frames: must reach the peer after all of them */
+	bt_ws_close(ws, 1000, "bye");
+	CHECK(bt_ws_send_ref(ws, sr_frames[0], sr_len[0], sr_release, (void *)(uintptr_t)0) == -EPIPE);
+}
+
+static void sr_srv_close(struct bt_ws *ws, int code, const char *reason, void *arg)
+{
+	srv_closes++;
+	srv_last_code = code;
+	srv_forget(ws);
+}
+
+static void sr_on_upgrade(struct bt_ws *ws)
+{
+	/* wslay keeps the tail of this message queued: a shared frame now would overtake it */
+	CHECK(bt_ws_send(ws, BT_WS_BINARY, sr_big, SR_BIG) == 0);
+	int rc = bt_ws_send_ref(ws, sr_frames[SR_N], sr_len[SR_N], sr_release, (void *)(uintptr_t)SR_N);
+	if (rc == -EAGAIN) {
+		sr_eagain++;
+		CHECK(bt_ws_send(ws, BT_WS_BINARY, "ref-early", 9) == 0);
+	} else if (rc == 0) {
+		sr_queued++;
+	}
+	sr_stage = 1;
+}
+
+static void sr_cli_open(struct bt_ws *ws, void *arg)
+{
+	CHECK(bt_ws_send_ref(ws, sr_frames[0], sr_len[0], sr_release, NULL) == -EINVAL);
+}
+
+static void sr_cli_msg(struct bt_ws *ws, int op, const uint8_t *p, size_t n, void *arg)
+{
+	char want[16];
+	int k = sr_cli_got++;
+	if (k == 0) {
+		if (n != SR_BIG || memcmp(p, sr_big, SR_BIG))
+			sr_cli_order_bad++;
+		return;
+	}
+	int wn = k == 1 ? snprintf(want, sizeof want, "ref-early") : snprintf(want, sizeof want, "ref-%d", k - 2);
+	if (op != BT_WS_BINARY || n != (size_t)wn || memcmp(p, want, n))
+		sr_cli_order_bad++;
+}
+
+static void sr_cli_close(struct bt_ws *ws, int code, const char *reason, void *arg)
+{
+	sr_cli_code = code;
+	atomic_store(&done, 1);
+}
+
+/* raw client: handshake, then drop the connection without reading what was queued for it */
+static void *t_sr_abrupt(void *a)
+{
+	static const char req[] = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+				  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+	int fd = tcp_connect(hport);
+	int rcv = 4096;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+	write_all(fd, req, sizeof req - 1);
+	char buf[4096];
+	size_t n;
+	if (read_head(fd, buf, sizeof buf, &n) < 0)
+		TFAIL("abrupt: no 101");
+	usleep(100000);
+	struct linger lg = {1, 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* RST */
+	close(fd);
+	return NULL;
+}
+
+static void sr_abrupt_upgrade(struct bt_ws *ws)
+{
+	/* header (10 bytes at this size) then a zero payload */
+	CHECK(bt_ws_frame_header(sr_huge, BT_WS_BINARY, sr_huge_n - 10) == 10);
+	if (bt_ws_send_ref(ws, sr_huge, sr_huge_n, sr_release, (void *)(uintptr_t)1000) == 0)
+		sr_queued++;
+}
+
+static void test_send_ref(void)
+{
+	sr_make();
+	uint8_t h[BT_WS_FRAME_HDR_MAX];
+	CHECK(bt_ws_frame_header(h, BT_WS_BINARY, 125) == 2 && h[0] == 0x82 && h[1] == 125);
+	CHECK(bt_ws_frame_header(h, BT_WS_BINARY, 126) == 4 && h[1] == 126 && h[2] == 0 && h[3] == 126);
+	CHECK(bt_ws_frame_header(h, BT_WS_BINARY, 65536) == 10 && h[1] == 127 && h[7] == 1 && h[8] == 0 && h[9] == 0);
+
+	srv_cbs = (struct bt_ws_cbs){NULL, st_srv_msg, sr_srv_close, sr_srv_drain};
+	srv_opts = (struct bt_ws_opts){.max_msg = 100000, .drain_lowat = 1024};
+	sr_hook = sr_on_upgrade;
+	srv_closes = 0;
+	nsrv = 0;
+	atomic_store(&done, 0);
+	char url[64];
+	snprintf(url, sizeof url, "ws://127.0.0.1:%d/ws", hport);
+	struct bt_ws_cbs cc = {sr_cli_open, sr_cli_msg, sr_cli_close, NULL};
+	struct bt_ws_opts co = {.max_msg = 1000000};
+	CHECK(bt_ws_connect(base, url, &cc, NULL, &co) != NULL);
+	run_until_done(20);
+	for (int i = 0; i < 100 && srv_closes < 1; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(1000);
+	CHECKF(sr_eagain == 1, "%d", sr_eagain);
+	CHECKF(sr_queued == SR_N, "%d", sr_queued);
+	CHECKF(sr_cli_got == SR_N + 2, "%d", sr_cli_got);
+	CHECK(sr_cli_order_bad == 0);
+	CHECKF(sr_cli_code == 1000, "%d", sr_cli_code);
+	CHECKF(sr_released == SR_N, "%d", sr_released);
+	CHECK(sr_bad_release == 0);
+
+	/* a peer that goes away with megabytes queued by reference: each release still runs once */
+	sr_huge_n = (size_t)4 << 20;
+	sr_huge = calloc(1, sr_huge_n);
+	sr_hook = sr_abrupt_upgrade;
+	srv_cbs = (struct bt_ws_cbs){NULL, st_srv_msg, sr_srv_close, NULL};
+	srv_closes = 0;
+	sr_queued = sr_released = 0;
+	pthread_t t;
+	pthread_create(&t, NULL, t_sr_abrupt, NULL);
+	for (int i = 0; i < 5000 && srv_closes < 1; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(1000);
+	pthread_join(t, NULL);
+	CHECKF(srv_closes == 1, "%d", srv_closes);
+	CHECKF(sr_queued == 1 && sr_released == 1, "%d %d", sr_queued, sr_released);
+	CHECK(sr_bad_release == 0);
+	sr_hook = NULL;
+	free(sr_huge);
+}
+
 /* ======== pure helpers ======== */
 
 static void test_helpers(void)
@@ -863,6 +1043,7 @@ int main(void)
 	test_keepalive();
 	test_misc();
 	test_wss();
+	test_send_ref();
 	bt_http_server_free(&s);
 	CHECK(atomic_load(&thread_fail) == 0);
 	event_base_free(base);
