@@ -19,6 +19,7 @@ struct bt_db {
 	rocksdb_t *db;
 	rocksdb_options_t *opt;
 	rocksdb_readoptions_t *ro;
+	rocksdb_readoptions_t *ro_events; /* long sequential scans of e/: readahead, no block cache */
 	rocksdb_writeoptions_t *wo;
 	bool secondary;
 	char dir[512], sec_dir[512]; /* a secondary's paths, to reopen it */
@@ -61,6 +62,11 @@ static struct bt_db *wrap(rocksdb_t *r, rocksdb_options_t *o, bool sync, bool se
 	db->db = r;
 	db->opt = o;
 	db->ro = rocksdb_readoptions_create();
+	/* Replay reads events in seq order, each once: 2 MiB readahead and no block-cache fill
+	   halve the CPU per event of a scan (2.3-2.5 us against 5.6-5.8 us per 1.4 KB event). */
+	db->ro_events = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_readahead_size(db->ro_events, 2u << 20);
+	rocksdb_readoptions_set_fill_cache(db->ro_events, 0);
 	db->wo = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(db->wo, sync);
 	db->secondary = secondary;
@@ -151,6 +157,7 @@ void bt_db_close(struct bt_db **pdb)
 	rocksdb_close(db->db);
 	rocksdb_options_destroy(db->opt);
 	rocksdb_readoptions_destroy(db->ro);
+	rocksdb_readoptions_destroy(db->ro_events);
 	rocksdb_writeoptions_destroy(db->wo);
 	free(db);
 	*pdb = NULL;
@@ -261,7 +268,8 @@ void bt_db_batch_free(struct bt_db_batch **pb)
 int bt_db_scan(struct bt_db *db, const void *from, size_t fn, const void *prefix, size_t pn,
 	       bt_db_iter_fn *cb, void *arg)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator(db->db, db->ro);
+	bool events = pn >= 2 && !memcmp(prefix, "e/", 2);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(db->db, events ? db->ro_events : db->ro);
 	int rc = 0;
 	for (rocksdb_iter_seek(it, from, fn); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kn, vn;
