@@ -6,7 +6,7 @@
 # Knobs (defaults): BENCH_RATE=2000 (ev/s, paced phases), BENCH_SECONDS=20 (paced run),
 #   BENCH_HOSTS=1000, BENCH_ACCOUNTS=2000, BENCH_KEY=mixed, BENCH_RECORDS=4000 (records per repo),
 #   BENCH_VERIFY_PROCS=2 (K), BENCH_PEAK_EVENTS=20000, BENCH_SOAK_SECONDS=60 (0 = skip; 1800 = the
-#   real soak), BENCH_PHASES="check paced peak soak extra", BENCH_PERF=1 (perf record -g of every
+#   real soak), BENCH_PHASES="check paced nosync peak soak extra", BENCH_PERF=1 (perf record -g of every
 #   stage during the paced run, reports in the kept dir), BENCH_KEEP=1 (keep the temp dir).
 set -u
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ RECORDS=${BENCH_RECORDS:-4000}
 KPROCS=${BENCH_VERIFY_PROCS:-2}
 PEAK_EV=${BENCH_PEAK_EVENTS:-20000}
 SOAK=${BENCH_SOAK_SECONDS:-60}
-PHASES=${BENCH_PHASES:-check paced peak soak extra}
+PHASES=${BENCH_PHASES:-check paced nosync peak soak extra}
 T=$(mktemp -d /tmp/baton-bench.XXXXXX)
 # The rings live where production puts them, on tmpfs: a ring file on a disk file system pays page
 # faults, read-ahead and writeback on every new page (perf showed 24% of ingest in ext4 faults).
@@ -104,7 +104,7 @@ start_relay() {
 	RELAY_DATA_DIR="$T/$name.data" RELAY_SHM_DIR="$SHM_BASE/$name.shm" RELAY_NAME="bench$$$name" \
 		RELAY_API_BIND="127.0.0.1:$API_PORT" RELAY_PLC_HOST="http://127.0.0.1:$PDS_PORT" \
 		RELAY_ALLOW_INSECURE_HOSTS=true RELAY_LOG_LEVEL=warn RELAY_VERIFY_PROCS="$KPROCS" \
-		RELAY_NEW_HOSTS_PER_DAY_LIMIT=1000000 \
+		RELAY_NEW_HOSTS_PER_DAY_LIMIT=1000000 ${RELAY_EXTRA_ENV:-} \
 		"$BUILD/baton" >"$T/$name.baton.log" 2>&1 &
 	SUP_PID=$!
 	PIDS+=("$SUP_PID")
@@ -255,6 +255,7 @@ phase_paced() {
 		eval "US_${r//-/_}=$us"
 		total=$(calc "$total + $us" 1)
 	done
+	PACED_TOTAL=$total
 	bench_row 1 "CPU us/event, whole relay" "$total" us "bare verify us ($KEY)" "$VERIFY_US" "<=2.5"
 	bench_row 1v "CPU us/event, verify (K=$KPROCS)" "$US_baton_verify" us "bare verify us" "$VERIFY_US" "<=1.5"
 	bench_row 1s "CPU us/event, store" "$US_baton_store" us "bare verify us" "$VERIFY_US" "<=0.4"
@@ -275,6 +276,27 @@ phase_paced() {
 			echo "== perf top 10 $(basename "${f%.data}")"; sed 's/^/    /' "${f%.data}.top10.txt"
 		done
 	fi
+}
+
+# ---- phase: nosync -- what durability costs: the paced load with RELAY_SYNC_WRITES=false ----
+# (no fsync per group commit: a kill -9 still loses nothing, a power loss may lose the last
+# writes).  Info rows next to the paced phase's figures of this same run.
+phase_nosync() {
+	local sync_store=${US_baton_store:-} sync_total=${PACED_TOTAL:-}
+	EXPECTED=$((RATE * SECS))
+	start_pds nosync --rate "$RATE" --seconds "$SECS" --no-check || return
+	RELAY_EXTRA_ENV="RELAY_SYNC_WRITES=false" start_relay nosync || { stop_phase; return; }
+	run_load nosync $((SECS + 60))
+	local total=0 r us
+	for r in baton-verify baton-store baton-ingest baton-fanout baton; do
+		us=$(stage_us "$r")
+		total=$(calc "$total + $us" 1)
+		[ "$r" = baton-store ] && local st=$us
+	done
+	bench_row 1sn "CPU us/event, store, no fsync" "$st" us "store with fsync (1s)" "$sync_store" "-"
+	bench_row 1n "CPU us/event, whole relay, no fsync" "$total" us "whole relay with fsync (1)" "$sync_total" "-"
+	bench_row 1nd "delivered, nosync" "${GOT:-0}" ev "fakepds emitted" "$EXPECTED" ">=1"
+	stop_phase
 }
 
 # ---- phase: peak -- target 2 (pre-generated frames as fast as the sockets take them) ----
