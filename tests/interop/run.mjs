@@ -119,9 +119,13 @@ async function deleteRecord(a, uri) {
 }
 
 // ---- comparing ------------------------------------------------------------------------
-// Waits until the relay's tap has at least as many events as the PDS's (both settled).
-async function converge(pdsTap, relayTap, ms) {
+// Waits until the PDS's tap has reached the PDS sequencer's last seq (so it holds everything
+// written so far), then until the relay's tap has at least as many events (settled).
+async function converge(pds, pdsTap, relayTap, ms) {
   const end = Date.now() + ms
+  const last = await pds.ctx.sequencer.curr()
+  while (Date.now() < end && !(pdsTap.lastSeq >= last)) await sleep(100)
+  if (!(pdsTap.lastSeq >= last)) return false
   let stable = 0
   while (Date.now() < end) {
     const n = pdsTap.events.length
@@ -296,7 +300,7 @@ async function main() {
   await dave.agent.com.atproto.admin.deleteAccount({ did: dave.did }, { headers: adminHeaders, encoding: 'application/json' })
   await erin.agent.com.atproto.server.deactivateAccount({})
 
-  const ok1 = await converge(pdsTap, relayTap, 30000)
+  const ok1 = await converge(pds, pdsTap, relayTap, 30000)
   checks.ok('phase 1 (live): baton delivered as many events as the PDS sequenced', ok1,
     `baton ${relayTap.events.length}, pds ${pdsTap.events.length}; drops ${JSON.stringify(await dropReport(baton))}`)
   compareStreams('phase 1 (live)', pdsTap, relayTap)
@@ -321,7 +325,7 @@ async function main() {
   log('baton restarted')
   await post(alice, 'alice after the restart')
   await frank.agent.com.atproto.server.deactivateAccount({}) // stays deactivated: getLatestCommit says so
-  const ok2 = await converge(pdsTap, relayTap, 60000)
+  const ok2 = await converge(pds, pdsTap, relayTap, 60000)
   checks.ok('phase 2 (restart): baton caught up to every event the PDS sequenced', ok2,
     `baton ${relayTap.events.length}, pds ${pdsTap.events.length}; drops ${JSON.stringify(await dropReport(baton))}`)
   compareStreams('phase 2 (restart)', pdsTap, relayTap)
