@@ -13,7 +13,7 @@ LIBS    := -levent -levent_openssl -levent_pthreads -lzmq -lrocksdb -lssl -lcryp
 
 DEB_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
             libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev \
-            clang libclang-rt-14-dev procps curl jq
+            clang libclang-rt-14-dev procps curl jq python3
 
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))
 ROLES      := supervisor ingest verify store fanout
@@ -29,7 +29,7 @@ TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(filter-out tools/batonctl.c
 SHELL := /bin/bash
 # Keep intermediate objects (tests, tools) so a second make rebuilds nothing.
 .SECONDARY:
-.PHONY: all run test test-only bench fuzz asan fmt deps clean
+.PHONY: all run test test-only bench fuzz asan fmt deps clean interop
 all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
 
 $(BUILD)/%.o: %.c
@@ -66,6 +66,10 @@ deps:
 	@if [ -f tests/e2e/package.json ] && { [ ! -d tests/e2e/node_modules ] || \
 	    [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; }; then \
 	  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error); fi
+	@# tests/interop: the official PDS; better-sqlite3 builds from source (build-essential, python3)
+	@if [ -f tests/interop/package.json ] && { [ ! -d tests/interop/node_modules ] || \
+	    [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; }; then \
+	  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error); fi
 
 run: deps all
 	exec $(BUILD)/baton
@@ -78,6 +82,10 @@ test: deps
 
 test-only: all
 	./tests/run.sh $(BUILD)
+
+# baton against Bluesky's official PDS and @atproto/sync's Firehose (tests/interop/README.md).
+interop: deps all
+	node tests/interop/run.mjs $(BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all

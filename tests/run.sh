@@ -51,6 +51,10 @@ if [ -f tests/e2e/run.mjs ]; then
 	run_one e2e-selftest 300 node tests/e2e/run.mjs --selftest
 	run_one e2e 1200 node tests/e2e/run.mjs "$BUILD"
 fi
+# the official PDS (@atproto/pds) and consumer library against baton (make interop)
+if [ -f tests/interop/run.mjs ]; then
+	run_one interop 300 node tests/interop/run.mjs "$BUILD"
+fi
 
 # The sanitizer build (make asan): unit tests with LeakSanitizer, and the end-to-end scenarios with
 # every stage under ASan+UBSan.  A stage that trips a sanitizer is restarted by the supervisor, so the
