@@ -71,12 +71,15 @@ class KeepingBlockstore extends MemoryBlockstore {
 
 // A sim bug is reported as one, not blamed on the relay: the new MST root of every commit the
 // sim calls valid must be canonical (a root node never holds only a left subtree).
-function assertCanonicalRoot(cd, storage, what) {
+function canonicalRoot(cd, storage) {
   const commit = cborDecode(cd.newBlocks.get(cd.cid))
   const bytes = cd.newBlocks.get(commit.data) ?? storage.blocks.get(commit.data)
-  if (!bytes) return
+  if (!bytes) return true
   const node = cborDecode(bytes)
-  if (Array.isArray(node.e) && node.e.length === 0 && node.l) {
+  return !(Array.isArray(node.e) && node.e.length === 0 && node.l)
+}
+function assertCanonicalRoot(cd, storage, what) {
+  if (!canonicalRoot(cd, storage)) {
     throw new Error(`pds sim: ${what} produced a non-canonical MST root (entries [], left subtree): harness bug`)
   }
 }
@@ -438,8 +441,16 @@ export class PdsSim {
   // #commit. Resolves to the emitted event's metadata.
   write(acct, nOps = 1 + Math.floor(Math.random() * 3)) {
     return this.#serial(acct, async () => {
-      const writes = this.#randomWrites(acct, nOps)
-      const cd = await acct.repo.formatCommit(writes, acct.keypair)
+      // @atproto/repo 0.9.1 still leaves an untrimmed root now and then for some multi-op
+      // writes (a clean-clone CI run hit one in the selftest): formatCommit changes nothing
+      // until applyCommit, so draw other random writes instead; the relay is not involved.
+      let writes = this.#randomWrites(acct, nOps)
+      let cd = await acct.repo.formatCommit(writes, acct.keypair)
+      for (let i = 0; i < 20 && !canonicalRoot(cd, acct.storage); i++) {
+        this.untrimmedRedraws = (this.untrimmedRedraws || 0) + 1
+        writes = this.#randomWrites(acct, nOps)
+        cd = await acct.repo.formatCommit(writes, acct.keypair)
+      }
       assertCanonicalRoot(cd, acct.storage, 'a write')
       const { body, blocks } = await this.#commitBody(acct, cd, writes, cd.rev)
       acct.repo = await acct.repo.applyCommit(cd)
