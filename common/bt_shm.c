@@ -700,64 +700,6 @@ uint64_t bt_bcast_head(const struct bt_ring *r)
 	return atomic_load_explicit(&r->ctl->head, memory_order_acquire);
 }
 
-int bt_bcast_read(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *type, void *buf, size_t cap,
-		  size_t *len)
-{
-	if (r->kind != BT_RING_BCAST)
-		return -EINVAL;
-	uint64_t p = *pos;
-	uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_acquire);
-	for (;;) {
-		if (p == head) {
-			*pos = p;
-			return -EAGAIN;
-		}
-		if (p > head || (p & 7))
-			return -EINVAL;
-		if (head - p > r->cap)
-			return -EOVERFLOW;
-		uint64_t idx = p & r->mask, to_end = r->cap - idx;
-		struct rec_hdr h = split_word(get_word(r, p));
-		if (h.type == BT_RING_TYPE_PAD) {
-			if (lapped(r, p))
-				return -EOVERFLOW;
-			if (h.len != to_end - SPSC_HDR)
-				return -EPROTO;
-			p += to_end;
-			*pos = p; /* skipping a pad is progress even if nothing follows yet */
-			continue;
-		}
-		uint64_t total = align8(BCAST_HDR + (uint64_t)h.len);
-		uint64_t s = get_word(r, p + 8);
-		if (h.len > r->max_rec || total > to_end || total > head - p)
-			return lapped(r, p) ? -EOVERFLOW : -EPROTO;
-		if (h.len > cap) {
-			if (lapped(r, p))
-				return -EOVERFLOW;
-			*len = h.len;
-			return -ENOSPC;
-		}
-		uint8_t *dst = buf;
-		uint64_t w = p + BCAST_HDR;
-		size_t i = 0;
-		for (; i + 8 <= h.len; i += 8, w += 8) {
-			uint64_t v = get_word(r, w);
-			memcpy(dst + i, &v, 8);
-		}
-		if (i < h.len) {
-			uint64_t v = get_word(r, w);
-			memcpy(dst + i, &v, h.len - i);
-		}
-		if (lapped(r, p))
-			return -EOVERFLOW;
-		*seq = s;
-		*type = h.type;
-		*len = h.len;
-		*pos = p + total;
-		return 0;
-	}
-}
-
 int bt_bcast_peek(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *type, size_t *len, uint64_t *next)
 {
 	if (r->kind != BT_RING_BCAST)
@@ -797,6 +739,40 @@ int bt_bcast_peek(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *typ
 		*next = p + total;
 		return 0;
 	}
+}
+
+int bt_bcast_read(struct bt_ring *r, uint64_t *pos, uint64_t *seq, uint32_t *type, void *buf, size_t cap,
+		  size_t *len)
+{
+	uint64_t s, next;
+	uint32_t t;
+	size_t n;
+	int rc = bt_bcast_peek(r, pos, &s, &t, &n, &next);
+	if (rc)
+		return rc;
+	uint64_t p = *pos; /* the record (bt_bcast_peek moved past any pad) */
+	if (n > cap) {
+		*len = n;
+		return -ENOSPC;
+	}
+	uint8_t *dst = buf;
+	uint64_t w = p + BCAST_HDR;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8, w += 8) {
+		uint64_t v = get_word(r, w);
+		memcpy(dst + i, &v, 8);
+	}
+	if (i < n) {
+		uint64_t v = get_word(r, w);
+		memcpy(dst + i, &v, n - i);
+	}
+	if (lapped(r, p)) /* the copy is only good if nobody overwrote it meanwhile */
+		return -EOVERFLOW;
+	*seq = s;
+	*type = t;
+	*len = n;
+	*pos = next;
+	return 0;
 }
 
 int bt_bcast_seek(struct bt_ring *r, uint64_t after_seq, uint64_t *pos)
