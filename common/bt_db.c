@@ -113,6 +113,11 @@ int bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **ou
 	return 0;
 }
 
+void bt_db_compact_all(struct bt_db *db)
+{
+	rocksdb_compact_range(db->db, NULL, 0, NULL, 0);
+}
+
 int bt_db_catch_up(struct bt_db *db)
 {
 	if (!db->secondary)

@@ -88,6 +88,8 @@ const char *bt_host_status_name(uint32_t s);
 
 int  bt_db_open_primary(const char *dir, bool sync_writes, struct bt_db **out);       /* returns owned */
 int  bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **out); /* read-only view */
+/* Primary: a full manual compaction (benchmarks: bytes per stored event after compaction). */
+void bt_db_compact_all(struct bt_db *db);
 int  bt_db_catch_up(struct bt_db *db);                    /* secondary: see the primary's latest writes */
 /* Secondary: catch up with the primary opened the gen-th time in this relay run (the store's
    DB_OPENS counter).  A view that last saw another primary is opened afresh first: a RocksDB

@@ -165,38 +165,15 @@ static int do_stats(const char *dir, const char *extra)
 	return 0;
 }
 
-/* The options of bt_db.c make_options(), so compaction output matches the store's. */
-static rocksdb_options_t *store_options(void)
-{
-	rocksdb_options_t *o = rocksdb_options_create();
-	rocksdb_options_increase_parallelism(o, 2);
-	rocksdb_options_set_max_open_files(o, 512);
-	rocksdb_options_set_compression(o, rocksdb_lz4_compression);
-	rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
-	rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom(10));
-	rocksdb_cache_t *c = rocksdb_cache_create_lru(64u << 20);
-	rocksdb_block_based_options_set_block_cache(t, c);
-	rocksdb_options_set_block_based_table_factory(o, t);
-	rocksdb_block_based_options_destroy(t);
-	rocksdb_cache_destroy(c);
-	return o;
-}
-
 static int do_compact(const char *dir)
 {
-	char *err = NULL;
-	rocksdb_options_t *o = store_options();
-	rocksdb_t *r = rocksdb_open(o, dir, &err);
-	if (err) {
-		fprintf(stderr, "benchdb: open %s: %s\n", dir, err);
-		rocksdb_free(err);
+	struct bt_db *db;
+	if (bt_db_open_primary(dir, false, &db) < 0) /* the store's own options */
 		return 1;
-	}
 	double w0 = wall();
-	rocksdb_compact_range(r, NULL, 0, NULL, 0);
+	bt_db_compact_all(db);
 	double w = wall() - w0;
-	rocksdb_close(r);
-	rocksdb_options_destroy(o);
+	bt_db_close(&db);
 	char extra[64];
 	snprintf(extra, sizeof extra, "compact_s=%.2f ", w);
 	return do_stats(dir, extra);
