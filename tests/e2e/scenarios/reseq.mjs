@@ -22,6 +22,7 @@
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property. docs/chain.md explains the rules checked here.
 
+import fs from 'node:fs'
 import { FakePlc } from '../lib/plc.mjs'
 import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
@@ -102,7 +103,14 @@ export async function run(checks, ctx) {
   console.log(`# reseq: ${valid.length} valid and ${forged.length} forged events sent`)
   await Promise.allSettled(consumers.map((c) => c.waitFor((x) => hasAll(x, valid), 25000, 'every valid event')))
   await sleep(1500)
-  checks.ok('the store died at each of the five points and came back', (await storeRestarts(baton)) >= 5)
+  // Which points fired, from the store's log.  in_publish_seq:12 is skipped when seq 12 shares
+  // a batch with seq 20 (after_write_seq fires first, and a republish never trips in_publish):
+  // big batches after slow restarts, as under ASan.  The other four always fire.
+  const fired = new Set([...fs.readFileSync(baton.logPath, 'utf8').matchAll(/RELAY_FAULT_STORE_EXIT: exiting at (\w+)/g)].map((m) => m[1]))
+  const always = ['before_write_drop', 'after_write', 'after_publish_seq']
+  console.log(`# reseq: fault points fired: ${[...fired].join(', ')}`)
+  checks.ok('the store died at before_write_drop, after_write (seq 20 and the reset) and after_publish_seq, and came back',
+    always.every((f) => fired.has(f)) && (await storeRestarts(baton)) >= 4, `fired: ${[...fired].join(', ')}; restarts ${await storeRestarts(baton)}`)
   // Exact across the kills: each forged frame once, and the failed splice once (malformed).
   await checkDrops(checks, baton, '', plantedFromSims([pds], { malformed: 1 }))
 
