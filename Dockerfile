@@ -1,6 +1,6 @@
 # baton relay image (docs/docker.md).  One image for every stage; docker-compose.yml picks the binary.
 #   docker build -t baton .
-# Build stage: the Makefile's -dev packages (DEB_PKGS, without the fuzzing toolchain), then make.
+# Build stage: the Makefile's -dev packages (RUN_PKGS), then make.
 FROM debian:12 AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -1,4 +1,4 @@
-# baton — non-recursive build.  Targets: all run test bench fuzz asan fmt deps clean
+# baton — non-recursive build.  Targets: all run test bench fuzz asan fmt deps deps-run interop clean
 # Every process folder links common/ (libbt.a); a process folder never includes another's headers.
 
 CC      ?= cc
@@ -11,9 +11,13 @@ LDFLAGS += $(SAN) -pthread
 LIBS    := -levent -levent_openssl -levent_pthreads -lzmq -lrocksdb -lssl -lcrypto -lcbor \
            -lsecp256k1 -lwslay -lhttp_parser -lcurl -ljansson -lm
 
-DEB_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
-            libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev \
-            clang libclang-rt-14-dev procps curl jq python3
+# What building and running need (make run) ...
+RUN_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
+            libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev
+# ... and what the tests add (make test): clang for the fuzzers, the tools the scripts call,
+# python3 for better-sqlite3's build (tests/interop), node and npm.
+TEST_PKGS := clang libclang-rt-14-dev procps curl jq python3
+DEB_PKGS := $(RUN_PKGS) $(TEST_PKGS)
 
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))
 ROLES      := supervisor ingest verify store fanout
@@ -29,7 +33,7 @@ TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(filter-out tools/batonctl.c
 SHELL := /bin/bash
 # Keep intermediate objects (tests, tools) so a second make rebuilds nothing.
 .SECONDARY:
-.PHONY: all run test test-only bench fuzz asan fmt deps clean interop
+.PHONY: deps-run all run test test-only bench fuzz asan fmt deps clean interop
 all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
 
 $(BUILD)/%.o: %.c
@@ -56,7 +60,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libbt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# Install what is missing (Debian 12, as root); skip what is present.
+# Install what is missing (Debian 12, as root); skip what is present.  deps-run: what make run
+# needs; deps: everything the tests use.
+deps-run:
+	@missing=""; for p in $(RUN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
@@ -71,7 +81,7 @@ deps:
 	    [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; }; then \
 	  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error); fi
 
-run: deps all
+run: deps-run all
 	exec $(BUILD)/baton
 
 # Normal build, then the ASan+UBSan build; one run of every test on each (tests/run.sh).
