@@ -112,13 +112,12 @@ static int pend_add(struct ing_host *h, const uint8_t *p, size_t n)
    queued it (a cross-core wakeup costs tens of microseconds: once per frame it was most of
    ingest's kernel time).  A frame is in the ring once committed; the bell only ends the
    reader's sleep (and verify polls on its beat as well). */
-#define WAKE_MAX 64 /* RELAY_VERIFY_PROCS' bound */
-static bool wake_dirty[WAKE_MAX];
+static bool wake_dirty[BT_MAX_VERIFY]; /* RELAY_VERIFY_PROCS is at most BT_MAX_VERIFY */
 static struct event *ev_wake;
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
-	for (int k = 0; k < bt_proc.K && k < WAKE_MAX; k++)
+	for (int k = 0; k < bt_proc.K; k++)
 		if (wake_dirty[k]) {
 			wake_dirty[k] = false;
 			bt_ring_wake(bt_shm_ring(bt_proc.shm, bt_pipe_ring_in(k)));
@@ -127,10 +126,6 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 static void ring_commit(struct bt_ring *r, int k)
 {
-	if (k >= WAKE_MAX) {
-		bt_ring_commit(r);
-		return;
-	}
 	bt_ring_commit_quiet(r);
 	if (!wake_dirty[k]) {
 		wake_dirty[k] = true;

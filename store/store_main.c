@@ -187,6 +187,8 @@ static void count_drop(enum bt_drop why)
 static void tally_put(void)
 {
 	struct bt_stats_page *st = bt_proc.stats;
+	if (!pend_drops.dropped && !pend_drops.duplicates)
+		return; /* the totals written last still hold (or, of another run, load as zero) */
 	struct drop_tally t = { .segment = bt_shm_created_ns(bt_proc.shm) };
 	t.dropped = bt_stat_get(st, BT_STAT_DROPPED) + pend_drops.dropped;
 	t.duplicates = bt_stat_get(st, BT_STAT_DUPLICATES) + pend_drops.duplicates;
