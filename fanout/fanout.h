@@ -97,6 +97,26 @@ void fan_xrpc_fini(void);
 void fan_xrpc_error(struct bt_http_req *req, int status, const char *error, const char *message);
 /* Answers req with the JSON value j (takes j: its reference is released). */
 void fan_xrpc_json(struct bt_http_req *req, int status, json_t *j);
+/* Called on the loop thread with the reply of a control round trip (borrowed: freed after the
+   call; NULL on timeout).  Must answer req. */
+typedef void fan_ctl_done_fn(struct bt_http_req *req, json_t *reply, void *arg);
+/* Sends msg (taken) to the control socket `what` ("ingest", "store", "sup") on a worker thread and
+   calls done(req, reply, arg) on the loop.  0, or <0 (msg freed, done never called, req unanswered:
+   the caller answers it; -EBUSY = too many round trips in flight). */
+int fan_ctl_async(struct bt_http_req *req, const char *what, json_t *msg, int timeout_ms, fan_ctl_done_fn *done,
+		  void *arg);
+/* The usual done: a reply with "error" (or ok:false) becomes {error, message} with its "status"
+   (default 400); NULL becomes 503; anything else is sent as the 200 JSON body.  what names the
+   process in the 503 message. */
+void fan_ctl_answer(struct bt_http_req *req, json_t *reply, const char *what);
+
+/* ---- fanout_admin.c ---- */
+/* Answers every /admin/ path: 403 AdminDisabled without RELAY_ADMIN_PASSWORD, 401 without the
+   right credentials (HTTP Basic admin:<password>, or Authorization: Bearer <password>), 404 or
+   405 for an unknown route or method, else the route's answer.  Ends req. */
+void fan_admin_handle(struct bt_http_req *req, const char *path);
+/* True when req carries the admin credentials (never when no password is set). */
+bool fan_admin_authorized(const struct bt_http_req *req);
 
 /* ---- fanout_repo.c ---- */
 /* Answers the sync read query nsid (listHosts, getHostStatus, listRepos, getRepoStatus,

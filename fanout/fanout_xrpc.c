@@ -9,8 +9,11 @@
  *	Other /xrpc/ methods answer 501 MethodNotImplemented, anything else 404 NotFound.
  *	Every answer carries the Server header (set once on the HTTP server).
  *
+ *	/admin/ routes are fanout_admin.c's.
+ *
  *	requestCrawl may take the ingest seconds (it probes the host), so the round trip runs
- *	on a small pool of worker threads and never blocks the loop.  The loop hands a job
+ *	on a small pool of worker threads and never blocks the loop; so does every other
+ *	control round trip of an HTTP request (fan_ctl_async, used by the admin routes).  The loop hands a job
  *	(owned by it until written) to the workers through a pipe; a worker does the
  *	bt_ctl_call and hands the job back through a second pipe, whose read end the loop
  *	watches; the loop answers the request.  Nothing else is shared, so no lock: a job
@@ -43,17 +46,22 @@
 #define MAX_INFLIGHT 64
 #define CRAWL_TIMEOUT_MS 15000
 
-struct crawl_job {
+/* One control round trip run by a worker: the loop fills it, a worker sets reply, the loop
+   calls done.  Owned by exactly one thread at a time (handed over through the pipes). */
+struct ctl_job {
 	struct bt_http_req *req; /* only the loop thread touches it */
-	char hostname[256];
+	char ep[700];
+	json_t *msg;             /* owned; the worker sends it (bt_ctl_call takes it) */
+	int timeout_ms;
 	json_t *reply;           /* set by the worker: owned reply, NULL on timeout */
+	fan_ctl_done_fn *done;
+	void *arg;
 };
 
 static int job_pipe[2] = { -1, -1 };  /* loop -> workers */
 static int done_pipe[2] = { -1, -1 }; /* workers -> loop */
 static struct event *done_ev;
 static unsigned inflight;
-static char ingest_ep[700];
 static bool workers_started;
 
 void fan_xrpc_json(struct bt_http_req *req, int status, json_t *j)
@@ -80,31 +88,30 @@ void fan_xrpc_error(struct bt_http_req *req, int status, const char *error, cons
 static void *worker(void *arg)
 {
 	for (;;) {
-		struct crawl_job *job;
+		struct ctl_job *job;
 		ssize_t n = read(job_pipe[0], &job, sizeof job);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n != (ssize_t)sizeof job || !job)
 			return NULL;
-		json_t *msg = json_pack("{s:s, s:s}", "op", "requestCrawl", "hostname", job->hostname);
-		job->reply = msg ? bt_ctl_call(ingest_ep, msg, CRAWL_TIMEOUT_MS) : NULL;
+		job->reply = bt_ctl_call(job->ep, job->msg, job->timeout_ms);
+		job->msg = NULL;
 		while (write(done_pipe[1], &job, sizeof job) < 0 && errno == EINTR)
 			;
 	}
 }
 
 /* Turns the ingest's reply into the HTTP answer. */
-static void answer_crawl(struct crawl_job *job)
+static void answer_crawl(struct bt_http_req *req, json_t *r, void *arg)
 {
-	json_t *r = job->reply;
 	if (!r) {
 		bt_stat_add(bt_proc.stats, BT_STAT_CRAWLS_REFUSED, 1);
-		fan_xrpc_error(job->req, 503, "ServiceUnavailable", "the crawler did not answer in time");
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "the crawler did not answer in time");
 		return;
 	}
 	if (json_is_true(json_object_get(r, "ok"))) {
 		bt_stat_add(bt_proc.stats, BT_STAT_CRAWLS, 1);
-		bt_http_respond(job->req, 200, "application/json", "{}", 2);
+		bt_http_respond(req, 200, "application/json", "{}", 2);
 	} else {
 		bt_stat_add(bt_proc.stats, BT_STAT_CRAWLS_REFUSED, 1);
 		json_int_t st = json_integer_value(json_object_get(r, "status"));
@@ -112,19 +119,68 @@ static void answer_crawl(struct crawl_job *job)
 			st = 400;
 		const char *err = json_string_value(json_object_get(r, "error"));
 		const char *msg = json_string_value(json_object_get(r, "message"));
-		fan_xrpc_error(job->req, (int)st, err && *err ? err : "InvalidRequest", msg);
+		fan_xrpc_error(req, (int)st, err && *err ? err : "InvalidRequest", msg);
 	}
-	json_decref(r);
 }
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
-	struct crawl_job *job;
+	struct ctl_job *job;
 	while (read(done_pipe[0], &job, sizeof job) == (ssize_t)sizeof job) {
-		answer_crawl(job);
+		job->done(job->req, job->reply, job->arg);
+		json_decref(job->reply);
 		free(job);
 		inflight--;
 	}
+}
+
+int fan_ctl_async(struct bt_http_req *req, const char *what, json_t *msg, int timeout_ms, fan_ctl_done_fn *done,
+		  void *arg)
+{
+	if (!msg)
+		return -ENOMEM;
+	if (!workers_started || inflight >= MAX_INFLIGHT || fan.stopping) {
+		json_decref(msg);
+		return -EBUSY;
+	}
+	struct ctl_job *job = calloc(1, sizeof *job);
+	if (!job) {
+		json_decref(msg);
+		return -ENOMEM;
+	}
+	job->req = req;
+	bt_params_ipc(what, job->ep, sizeof job->ep);
+	job->msg = msg;
+	job->timeout_ms = timeout_ms;
+	job->done = done;
+	job->arg = arg;
+	if (write(job_pipe[1], &job, sizeof job) != (ssize_t)sizeof job) {
+		json_decref(msg);
+		free(job);
+		return -EIO;
+	}
+	inflight++;
+	return 0;
+}
+
+void fan_ctl_answer(struct bt_http_req *req, json_t *r, const char *what)
+{
+	if (!r) {
+		char m[96];
+		snprintf(m, sizeof m, "the %s process did not answer in time", what);
+		fan_xrpc_error(req, 503, "ServiceUnavailable", m);
+		return;
+	}
+	const char *err = json_string_value(json_object_get(r, "error"));
+	if (err || json_is_false(json_object_get(r, "ok"))) {
+		json_int_t st = json_integer_value(json_object_get(r, "status"));
+		if (st < 400 || st > 599)
+			st = 400;
+		const char *msg = json_string_value(json_object_get(r, "message"));
+		fan_xrpc_error(req, (int)st, err && *err ? err : "InvalidRequest", msg);
+		return;
+	}
+	fan_xrpc_json(req, 200, json_incref(r));
 }
 
 static void request_crawl(struct bt_http_req *req)
@@ -139,26 +195,10 @@ static void request_crawl(struct bt_http_req *req)
 		fan_xrpc_error(req, 400, "InvalidRequest", "body must be JSON {\"hostname\": \"...\"}");
 		return;
 	}
-	if (!workers_started || inflight >= MAX_INFLIGHT || fan.stopping) {
-		json_decref(j);
-		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many requestCrawl in flight");
-		return;
-	}
-	struct crawl_job *job = calloc(1, sizeof *job);
-	if (!job) {
-		json_decref(j);
-		fan_xrpc_error(req, 503, "ServiceUnavailable", "out of memory");
-		return;
-	}
-	job->req = req;
-	snprintf(job->hostname, sizeof job->hostname, "%s", host);
+	json_t *msg = json_pack("{s:s, s:s}", "op", "requestCrawl", "hostname", host);
 	json_decref(j);
-	if (write(job_pipe[1], &job, sizeof job) != (ssize_t)sizeof job) {
-		free(job);
-		fan_xrpc_error(req, 503, "ServiceUnavailable", "crawler queue unavailable");
-		return;
-	}
-	inflight++;
+	if (fan_ctl_async(req, "ingest", msg, CRAWL_TIMEOUT_MS, answer_crawl, NULL) < 0)
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many requestCrawl in flight");
 }
 
 static void banner(struct bt_http_req *req)
@@ -190,6 +230,8 @@ void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 		fan_health_respond(req);
 	} else if (get && !strcmp(p, "/metrics")) {
 		fan_metrics_respond(req);
+	} else if (!strncmp(p, "/admin/", 7)) {
+		fan_admin_handle(req, p); /* fanout_admin.c: HTTP Basic or bearer, RELAY_ADMIN_PASSWORD */
 	} else if (get && !strcmp(p, "/")) {
 		banner(req);
 	} else if (!strncmp(p, "/xrpc/", 6) && fan_repo_handle(req, p + 6)) {
@@ -203,7 +245,6 @@ void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 
 int fan_xrpc_init(void)
 {
-	bt_params_ipc("ingest", ingest_ep, sizeof ingest_ep);
 	if (pipe2(job_pipe, O_CLOEXEC) < 0)
 		return -errno;
 	if (pipe2(done_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -233,7 +274,7 @@ void fan_xrpc_fini(void)
 	   15 s round trip, which must not delay the shutdown.  Unanswered requests die with
 	   their connections at exit. */
 	if (workers_started) {
-		struct crawl_job *none = NULL;
+		struct ctl_job *none = NULL;
 		for (int i = 0; i < N_WORKERS; i++)
 			if (write(job_pipe[1], &none, sizeof none) < 0)
 				break;
