@@ -16,6 +16,28 @@
 #include <string.h>
 #include <strings.h>
 
+/* The DNS label rules for the name p[0..n): labels of 1..63 letters, digits and '-', not
+   starting or ending with '-' ("a..b", ".a", "a.", "-a.b" are refused).  NULL or a reason. */
+static const char *bt_host_labels_bad(const char *p, size_t n)
+{
+	size_t len = 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && p[i] != '.') {
+			if (!isalnum((unsigned char)p[i]) && p[i] != '-')
+				return "hostname has invalid characters";
+			if (++len > 63)
+				return "hostname label longer than 63 characters";
+			continue;
+		}
+		if (len == 0)
+			return "hostname has an empty label";
+		if (p[i - 1] == '-' || p[i - len] == '-')
+			return "hostname label starts or ends with '-'";
+		len = 0;
+	}
+	return NULL;
+}
+
 int bt_host_normalize(const char *in, bool allow_insecure, char *out, size_t cap, bool *insecure, const char **why)
 {
 	const char *w = NULL;
@@ -44,6 +66,10 @@ int bt_host_normalize(const char *in, bool allow_insecure, char *out, size_t cap
 		for (size_t i = 0; i < n && !w; i++)
 			if (!isalnum((unsigned char)out[i]) && out[i] != '.' && out[i] != '-' && out[i] != ':')
 				w = "hostname has invalid characters";
+		if (!w) {
+			size_t hn = strcspn(out, ":");
+			w = bt_host_labels_bad(out, hn);
+		}
 	}
 	*insecure = false;
 	if (!w) {
@@ -96,4 +122,43 @@ bool bt_host_banned(const char *host, const char *list)
 		p += n;
 	}
 	return false;
+}
+
+bool bt_host_under(const char *host, const char *domain)
+{
+	size_t hn = strcspn(host, ":"), n = strlen(domain);
+	return n > 0 && n <= hn && strncasecmp(host + hn - n, domain, n) == 0 && (n == hn || host[hn - n - 1] == '.');
+}
+
+int bt_host_domain_normalize(const char *in, char *out, size_t cap, const char **why)
+{
+	const char *w = NULL;
+	const char *p = in ? in : "";
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (!strncasecmp(p, "https://", 8))
+		p += 8;
+	else if (!strncasecmp(p, "http://", 7))
+		p += 7;
+	if (*p == '.')
+		p++; /* ".example.com" is how some operators write "example.com and below" */
+	size_t n = strlen(p);
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '/'))
+		n--;
+	if (n == 0)
+		w = "empty domain";
+	else if (n >= cap || n > 253)
+		w = "domain too long";
+	if (!w) {
+		for (size_t i = 0; i < n; i++)
+			out[i] = (char)tolower((unsigned char)p[i]);
+		out[n] = 0;
+		w = bt_host_labels_bad(out, n);
+	}
+	if (w) {
+		if (why)
+			*why = w;
+		return -1;
+	}
+	return 0;
 }

@@ -50,6 +50,45 @@ int main(void)
 	memset(longname, 'a', sizeof longname - 5);
 	strcpy(longname + sizeof longname - 5, ".com");
 	refused(longname, false);
+	/* DNS label syntax (issue 7: "a..b" was accepted) */
+	refused("a..b.com", false);
+	refused(".example.com", false);
+	refused("example.com.", false);
+	refused("-pds.example.com", false);
+	refused("pds-.example.com", false);
+	refused("localhost..:2583", true);
+	char label[80];
+	memset(label, 'a', 64);
+	strcpy(label + 64, ".com");
+	refused(label, false); /* a 64-character label */
+	label[63] = '.';
+	strcpy(label + 64, "com");
+	ok(label, false, label, false); /* 63 is the most */
+	ok("xn--bcher-kva.example", false, "xn--bcher-kva.example", false);
+	ok("a-b.c-d.example", false, "a-b.c-d.example", false);
+	/* bt_host_under: the domain itself and its subdomains, not look-alikes; a port is ignored */
+	CHECK(bt_host_under("example.com", "example.com"));
+	CHECK(bt_host_under("pds.example.com", "example.com"));
+	CHECK(bt_host_under("a.b.example.com", "example.com"));
+	CHECK(!bt_host_under("notexample.com", "example.com"));
+	CHECK(!bt_host_under("example.com.evil.net", "example.com"));
+	CHECK(!bt_host_under("com", "example.com"));
+	CHECK(!bt_host_under("example.com", ""));
+	CHECK(bt_host_under("localhost:2583", "localhost"));
+	CHECK(!bt_host_under("localhost:2583", "host"));
+	/* bt_host_domain_normalize: what banDomain accepts */
+	char d[256];
+	const char *why = NULL;
+	CHECK(bt_host_domain_normalize("Example.COM", d, sizeof d, &why) == 0 && !strcmp(d, "example.com"));
+	CHECK(bt_host_domain_normalize("https://example.com/", d, sizeof d, &why) == 0 && !strcmp(d, "example.com"));
+	CHECK(bt_host_domain_normalize(".example.com", d, sizeof d, &why) == 0 && !strcmp(d, "example.com"));
+	CHECK(bt_host_domain_normalize("localhost", d, sizeof d, &why) == 0 && !strcmp(d, "localhost"));
+	CHECK(bt_host_domain_normalize("a..b", d, sizeof d, &why) < 0 && why);
+	CHECK(bt_host_domain_normalize("", d, sizeof d, &why) < 0);
+	CHECK(bt_host_domain_normalize(NULL, d, sizeof d, &why) < 0);
+	CHECK(bt_host_domain_normalize("evil.com\nINFO forged", d, sizeof d, &why) < 0);
+	CHECK(bt_host_domain_normalize("exa mple.com", d, sizeof d, &why) < 0);
+	CHECK(bt_host_domain_normalize("example.com:443", d, sizeof d, &why) < 0);
 	/* domain bans: the domain and its subdomains, not look-alikes */
 	CHECK(bt_host_banned("example.com", "example.com"));
 	CHECK(bt_host_banned("pds.example.com", "other.net, example.com"));
