@@ -49,6 +49,19 @@ void sto_hosts_free(struct sto_hosts *hs);
 struct sto_host *sto_host_get(struct sto_hosts *hs, uint32_t id);
 struct sto_host *sto_host_find(struct sto_hosts *hs, const char *name, size_t n);
 struct sto_host *sto_host_add(struct sto_hosts *hs, const char *name, size_t n, struct bt_db_batch *b);
+/* A host just added (no verdict yet) starts at cursor instead of 0 (requestCrawl's cursorHint):
+   its chain and record are written into b. */
+void sto_host_set_start(struct sto_host *h, uint64_t cursor, struct bt_db_batch *b);
+/* store_admin.c: the admission state (docs/ctl.md).  sto_admin_ctl answers the op and returns
+   true if it is one of its own.  Around addHost of a new host: sto_admin_new_host says whether
+   it counts against today's limit (1), not (0), or is refused (-1, *refusal is the reply);
+   sto_admin_host_added applies the cursor hint and the count into b. */
+struct bt_ctl_req;
+typedef struct json_t json_t;
+bool sto_admin_ctl(struct bt_db *db, struct sto_hosts *hs, struct bt_ctl_req *req, const char *op, json_t *msg);
+int  sto_admin_new_host(struct bt_db *db, json_t *msg, json_t **refusal);
+void sto_admin_host_added(struct bt_db *db, struct sto_host *h, json_t *msg, int counted, struct bt_db_batch *b);
+uint64_t sto_admin_new_today(struct bt_db *db);
 /* Decides one verdict of (epoch, useq, prev, reset) and records it in the chains, writing the
    changes (c/ and p/ keys) into b: STO_NEW (commit or count it now: it is chained already),
    STO_DUP (already decided: a re-delivery), STO_STALE (its epoch is no longer tracked). */

@@ -462,6 +462,18 @@ struct sto_host *sto_host_add(struct sto_hosts *hs, const char *name, size_t n, 
 	return h;
 }
 
+void sto_host_set_start(struct sto_host *h, uint64_t cursor, struct bt_db_batch *b)
+{
+	/* A new host has one chain, epoch 0, started at its creation (put_host). */
+	struct sto_chain *c = chain_of(h, 0);
+	if (!c || h->rec.n_events || h->epoch)
+		return;
+	c->cursor = cursor;
+	c->dirty = true;
+	h->rec.cursor = cursor;
+	sto_host_flush(h, b);
+}
+
 void sto_host_flush(struct sto_host *h, struct bt_db_batch *b)
 {
 	char k[10];

@@ -22,8 +22,8 @@
  *	including the store's own (a failed splice, a malformed record), moves the host's cursor.
  *	docs/chain.md has the rules and their tests; RELAY_FAULT_STORE_EXIT injects the kills.
  *
- *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus; used by ingest, which owns
- *	upstream connections but may not write RocksDB.
+ *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus, and the admission state of
+ *	store_admin.c; used by ingest, which owns upstream connections but may not write RocksDB.
  * DIAGNOSTICS
  *	A RocksDB write failure is retried with backoff and reported by /_health (no progress);
  *	the verdicts stay in their rings meanwhile.
@@ -550,6 +550,8 @@ static json_t *host_json(const struct sto_host *h)
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 {
 	const char *op = json_string_value(json_object_get(msg, "op"));
+	if (op && sto_admin_ctl(db, &hosts, req, op, msg))
+		return; /* store_admin.c: bans, the crawl switch, the per-day limit */
 	if (op && !strcmp(op, "hosts")) {
 		json_t *arr = json_array();
 		for (uint32_t i = 1; i < hosts.n; i++)
@@ -583,8 +585,16 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 		struct sto_host *h = sto_host_find(&hosts, name, strlen(name));
 		bool existed = h != NULL;
 		if (!h) {
+			json_t *refusal;
+			int counted = sto_admin_new_host(db, msg, &refusal); /* the per-day limit */
+			if (counted < 0) {
+				bt_ctl_reply(req, refusal);
+				return;
+			}
 			struct bt_db_batch *b = bt_db_batch_new();
 			h = sto_host_add(&hosts, name, strlen(name), b);
+			if (h)
+				sto_admin_host_added(db, h, msg, counted, b); /* cursorHint, today's count */
 			if (!h || bt_db_write(db, b) < 0) {
 				bt_db_batch_free(&b);
 				bt_ctl_reply(req, json_pack("{s:s}", "error", "StoreFailed"));
@@ -601,6 +611,7 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 		}
 		json_t *r = host_json(h);
 		json_object_set_new(r, "existed", json_boolean(existed));
+		json_object_set_new(r, "new_today", json_integer((json_int_t)sto_admin_new_today(db)));
 		bt_ctl_reply(req, r);
 		return;
 	}
