@@ -5,6 +5,7 @@
 #ifndef INGEST_H
 #define INGEST_H
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bt_pipe.h"
@@ -39,13 +40,33 @@ struct ing_host {
 
 /* ingest_crawl.c */
 struct bt_ctl_req;
+typedef struct json_t json_t;
+struct ing_crawl_opts {
+	bool admin;          /* /admin/pds/requestCrawl, RELAY_HOSTS: past the switch and the per-day limit */
+	bool has_hint;
+	uint64_t cursor_hint; /* a host never seen starts at subscribeRepos?cursor=cursor_hint */
+};
 void ing_crawl_init(struct event_base *base);
-void ing_crawl_request(struct bt_ctl_req *req, const char *hostname);
+void ing_crawl_request(struct bt_ctl_req *req, const char *hostname, const struct ing_crawl_opts *o);
+
+/* ingest_admit.c: the admission state (bans, switch, per-day limit), loaded from the store */
+void ing_admit_load(void);
+bool ing_admit_domain_banned(const char *host);
+bool ing_admit_blocked(const char *host);     /* domain or host ban */
+/* The refusal of a normalised host before any probe (bans, switch, per-day limit): its error
+   name, with *status and *message; NULL to go on.  known: ingest subscribes to it already. */
+const char *ing_admit_check(const char *host, bool known, bool admin, int *status, const char **message);
+void ing_admit_probe_started(void);           /* a probe of a host not known yet (reserves the limit) */
+void ing_admit_probe_done(json_t *store_reply); /* ... has ended; the store's addHost reply or NULL */
+/* Answers the control ops of ingest_admit.c and returns true; false if op is not one. */
+bool ing_admin_ctl(struct bt_ctl_req *req, const char *op, json_t *msg);
 
 /* ingest_main.c */
 struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor,
 			      uint32_t epoch);
 struct ing_host *ing_host_find(const char *name);
 void ing_host_connect_now(struct ing_host *h);
-int  ing_host_block(const char *name);   /* 0, or -ENOENT */
+/* Disconnects the host and removes it from the table (status reported to the store unless NULL). */
+int  ing_host_drop(const char *name, const char *status); /* 0, or -ENOENT */
+struct ing_host **ing_hosts(size_t *n);  /* the table (borrowed; changes with add and drop) */
 #endif

@@ -394,9 +394,16 @@ static void connect_host(struct ing_host *h)
 	}
 }
 
-/* Lesson 5: a host removed while its frames are in flight.  It leaves the table at once (no
-   new lookups, no retries); its memory goes only after its connection's last callback. */
-int ing_host_block(const char *name)
+struct ing_host **ing_hosts(size_t *n)
+{
+	*n = n_hosts;
+	return hosts;
+}
+
+/* Lesson 5: a host removed (blocked, killed, under a banned domain) while its frames are in
+   flight.  It leaves the table at once (no new lookups, no retries); its memory goes only
+   after its connection's last callback. */
+int ing_host_drop(const char *name, const char *status)
 {
 	size_t i;
 	for (i = 0; i < n_hosts && strcmp(hosts[i]->name, name); i++)
@@ -406,7 +413,8 @@ int ing_host_block(const char *name)
 	struct ing_host *h = hosts[i];
 	hosts[i] = hosts[--n_hosts];
 	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, n_hosts);
-	report_status(h, "banned");
+	if (status)
+		report_status(h, status);
 	h->blocked = true;
 	event_del(h->reconnect);
 	if (h->ws)
@@ -470,7 +478,8 @@ static void load_hosts(void)
 			continue;
 		char norm[BT_HOST_MAX];
 		bool insecure;
-		if (bt_host_normalize(name, bt_cfg.allow_insecure_hosts, norm, sizeof norm, &insecure, NULL) < 0)
+		if (bt_host_normalize(name, bt_cfg.allow_insecure_hosts, norm, sizeof norm, &insecure, NULL) < 0 ||
+		    ing_admit_domain_banned(norm))
 			continue;
 		uint64_t cur = (uint64_t)json_integer_value(json_object_get(it, "cursor"));
 		uint32_t epoch = (uint32_t)json_integer_value(json_object_get(it, "epoch"));
@@ -491,31 +500,8 @@ static void load_hosts(void)
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 {
 	const char *op = json_string_value(json_object_get(msg, "op"));
-	if (op && !strcmp(op, "requestCrawl")) {
-		ing_crawl_request(req, json_string_value(json_object_get(msg, "hostname")));
-		return;
-	}
-	if (op && !strcmp(op, "block")) {
-		const char *name = json_string_value(json_object_get(msg, "hostname"));
-		char norm[BT_HOST_MAX];
-		bool insecure;
-		if (!name || bt_host_normalize(name, bt_cfg.allow_insecure_hosts, norm, sizeof norm, &insecure, NULL) < 0) {
-			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "InvalidRequest"));
-			return;
-		}
-		if (ing_host_block(norm) < 0) {
-			/* Not subscribed now: record the ban all the same. */
-			json_t *r = bt_ctl_call(store_ep, json_pack("{s:s,s:s}", "op", "addHost", "hostname", norm), 2000);
-			json_t *id = json_object_get(r, "id");
-			if (json_is_integer(id))
-				json_decref(bt_ctl_call(store_ep, json_pack("{s:s,s:I,s:s}", "op", "hostStatus", "id",
-									   json_integer_value(id), "status", "banned"), 2000));
-			json_decref(r);
-		}
-		BT_INFO("%s: blocked by the operator", norm);
-		bt_ctl_reply(req, json_pack("{s:b}", "ok", 1));
-		return;
-	}
+	if (op && ing_admin_ctl(req, op, msg))
+		return; /* ingest_admit.c: requestCrawl, block, unblock, bans, the crawl switch */
 	if (op && !strcmp(op, "upstreams")) {
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n_hosts; i++)
@@ -553,12 +539,15 @@ int main(int argc, char **argv)
 	ev_status = evtimer_new(base, flush_status, NULL);
 	ev_wake = event_new(base, -1, 0, on_wake, NULL);
 	ing_crawl_init(base);
+	ing_admit_load();
 	load_hosts();
-	/* Configured hosts go through the same admission as requestCrawl. */
+	/* Configured hosts go through the same admission as the operator's requestCrawl (bans
+	   apply; the crawl switch and the per-day limit do not). */
 	char list[sizeof bt_cfg.hosts], *save = NULL;
 	snprintf(list, sizeof list, "%s", bt_cfg.hosts);
+	static const struct ing_crawl_opts configured = { .admin = true };
 	for (char *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
-		ing_crawl_request(NULL, t);
+		ing_crawl_request(NULL, t, &configured);
 	char ep[600];
 	bt_params_ipc("ingest", ep, sizeof ep);
 	struct bt_ctl_srv *ctl = bt_ctl_srv_new(base, ep, on_ctl, NULL);
