@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -72,16 +73,293 @@ bool fan_admin_authorized(const struct bt_http_req *req)
 	return secret_ok((const char *)dec + 6, (size_t)m - 6);
 }
 
-/* GET /admin/pds/list: the hosts the store knows, with their cursors and status. */
+/* Sends msg to the stage what; done answers.  A full worker queue is a 503 at once. */
+static void forward(struct bt_http_req *req, const char *what, json_t *msg, fan_ctl_done_fn *done, void *arg)
+{
+	if (fan_ctl_async(req, what, msg, ADMIN_TIMEOUT_MS, done, arg) < 0)
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many control requests in flight");
+}
+
+/* A refusal (or no answer) is passed on by fan_ctl_answer; true if r was one. */
+static bool refused(struct bt_http_req *req, json_t *r, const char *what)
+{
+	if (r && !json_string_value(json_object_get(r, "error")) && !json_is_false(json_object_get(r, "ok")))
+		return false;
+	fan_ctl_answer(req, r, what);
+	return true;
+}
+
+/* indigo's answer to a write: {"success": "true"}. */
+static void answer_success(struct bt_http_req *req, json_t *r, void *arg)
+{
+	if (!refused(req, r, arg))
+		fan_xrpc_json(req, 200, json_pack("{s:s}", "success", "true"));
+}
+
+/* The query parameter name (url-decoded) into out; false (answered 400) if absent or too long. */
+static bool query_arg(struct bt_http_req *req, const char *name, char *out, size_t cap)
+{
+	if (bt_http_req_param(req, name, out, cap) > 0)
+		return true;
+	char m[96];
+	snprintf(m, sizeof m, "query parameter '%s' missing or too long", name);
+	fan_xrpc_error(req, 400, "BadRequest", m);
+	return false;
+}
+
+/* Go's strconv.ParseBool, as indigo parses ?enabled= and ?block=: 1 t T TRUE true True, 0 f F
+   FALSE false False.  -1 for anything else. */
+static int parse_bool(const char *s)
+{
+	static const char *yes[] = { "1", "t", "T", "TRUE", "true", "True" }, *no[] = { "0", "f", "F", "FALSE", "false", "False" };
+	for (size_t i = 0; i < 6; i++) {
+		if (!strcmp(s, yes[i]))
+			return 1;
+		if (!strcmp(s, no[i]))
+			return 0;
+	}
+	return -1;
+}
+
+/* The JSON body (owned, NULL answered 400): an object. */
+static json_t *json_body(struct bt_http_req *req)
+{
+	size_t n;
+	const uint8_t *b = bt_http_req_body(req, &n);
+	json_error_t je;
+	json_t *j = json_loadb((const char *)b, n, 0, &je);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		fan_xrpc_error(req, 400, "BadRequest", "the body must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
+
+/* A string member of a JSON object, its key matched without case (as Go's encoding/json
+   binds "Domain" and "domain" alike).  Borrowed, or NULL. */
+static const char *member(json_t *j, const char *key)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(j, k, v)
+		if (!strcasecmp(k, key) && json_is_string(v))
+			return json_string_value(v);
+	return NULL;
+}
+
+/* GET /admin/pds/list: indigo's host list, from the store's hosts and ingest's connections. */
+static void pds_list_ingest(struct bt_http_req *req, json_t *up, void *arg)
+{
+	json_t *store = arg, *out = json_array(), *h;
+	size_t i, k;
+	json_t *ups = json_object_get(up, "upstreams");
+	json_array_foreach(json_object_get(store, "hosts"), i, h)
+	{
+		const char *name = json_string_value(json_object_get(h, "host"));
+		const char *st = json_string_value(json_object_get(h, "status"));
+		if (!name || !st)
+			continue;
+		bool active = false;
+		json_t *u;
+		json_array_foreach(ups, k, u)
+			if (!strcmp(name, json_string_value(json_object_get(u, "host")) ?: ""))
+				active = json_is_true(json_object_get(u, "connected"));
+		json_array_append_new(out, json_pack("{s:O,s:s,s:b,s:O,s:b,s:b,s:s,s:b,s:O}", "ID", json_object_get(h, "id"),
+						     "Host", name, "SSL", strncmp(name, "localhost:", 10) != 0,
+						     "Cursor", json_object_get(h, "cursor"), "Registered",
+						     !strcmp(st, "active"), "Blocked", !strcmp(st, "banned"), "Status", st,
+						     "HasActiveConnection", active, "EventsSeenSinceStartup",
+						     json_object_get(h, "events")));
+	}
+	json_decref(store);
+	if (!up) {
+		json_decref(out);
+		fan_ctl_answer(req, NULL, "ingest");
+		return;
+	}
+	fan_xrpc_json(req, 200, out);
+}
+
+static void pds_list_store(struct bt_http_req *req, json_t *r, void *arg)
+{
+	if (refused(req, r, "store"))
+		return;
+	json_incref(r);
+	if (fan_ctl_async(req, "ingest", json_pack("{s:s}", "op", "upstreams"), ADMIN_TIMEOUT_MS, pds_list_ingest, r) < 0) {
+		json_decref(r);
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many control requests in flight");
+	}
+}
+
 static void pds_list(struct bt_http_req *req)
 {
-	if (fan_ctl_async(req, "store", json_pack("{s:s}", "op", "hosts"), ADMIN_TIMEOUT_MS,
-			  (fan_ctl_done_fn *)fan_ctl_answer, "store") < 0)
-		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many control requests in flight");
+	forward(req, "store", json_pack("{s:s}", "op", "hosts"), pds_list_store, NULL);
+}
+
+/* POST /admin/pds/requestCrawl {hostname, cursorHint?}: requestCrawl past the crawl switch and
+   the per-day limit (indigo's admin flag); bans still apply. */
+static void pds_request_crawl(struct bt_http_req *req)
+{
+	json_t *j = json_body(req);
+	if (!j)
+		return;
+	const char *host = member(j, "hostname");
+	json_t *hint = json_object_get(j, "cursorHint");
+	if (!host || !*host || strlen(host) > 253) {
+		json_decref(j);
+		fan_xrpc_error(req, 400, "BadRequest", "body must be JSON {\"hostname\": \"...\"}");
+		return;
+	}
+	json_t *msg = json_pack("{s:s,s:s,s:b}", "op", "requestCrawl", "hostname", host, "admin", 1);
+	if (hint)
+		json_object_set(msg, "cursorHint", hint);
+	json_decref(j);
+	forward(req, "ingest", msg, answer_success, "ingest");
+}
+
+/* POST ?host=H: block, unblock, killUpstream (&block=true). */
+static void host_op(struct bt_http_req *req, const char *op)
+{
+	char host[300], b[16];
+	if (!query_arg(req, "host", host, sizeof host))
+		return;
+	json_t *msg = json_pack("{s:s,s:s}", "op", op, "hostname", host);
+	if (!strcmp(op, "killUpstream") && bt_http_req_param(req, "block", b, sizeof b) > 0)
+		json_object_set_new(msg, "block", json_boolean(!strcasecmp(b, "true")));
+	forward(req, "ingest", msg, answer_success, "ingest");
+}
+
+static void pds_block(struct bt_http_req *req)
+{
+	host_op(req, "block");
+}
+
+static void pds_unblock(struct bt_http_req *req)
+{
+	host_op(req, "unblock");
+}
+
+static void subs_kill_upstream(struct bt_http_req *req)
+{
+	host_op(req, "killUpstream");
+}
+
+/* GET /admin/subs/getUpstreamConns: the hostnames ingest subscribes to (connected or
+   reconnecting), a JSON array as indigo's. */
+static void answer_conns(struct bt_http_req *req, json_t *r, void *arg)
+{
+	if (refused(req, r, "ingest"))
+		return;
+	json_t *out = json_array(), *u;
+	size_t i;
+	json_array_foreach(json_object_get(r, "upstreams"), i, u)
+		if (json_is_string(json_object_get(u, "host")))
+			json_array_append(out, json_object_get(u, "host"));
+	fan_xrpc_json(req, 200, out);
+}
+
+static void subs_upstream_conns(struct bt_http_req *req)
+{
+	forward(req, "ingest", json_pack("{s:s}", "op", "upstreams"), answer_conns, NULL);
+}
+
+/* GET getEnabled {enabled}, GET perDayLimit {limit}: from ingest's admission state. */
+static void answer_crawl_state(struct bt_http_req *req, json_t *r, void *arg)
+{
+	if (refused(req, r, "ingest"))
+		return;
+	if (arg)
+		fan_xrpc_json(req, 200, json_pack("{s:O}", "limit", json_object_get(r, "per_day_limit")));
+	else
+		fan_xrpc_json(req, 200, json_pack("{s:b}", "enabled", json_is_true(json_object_get(r, "enabled"))));
+}
+
+static void subs_get_enabled(struct bt_http_req *req)
+{
+	forward(req, "ingest", json_pack("{s:s}", "op", "crawl"), answer_crawl_state, NULL);
+}
+
+static void subs_per_day_limit(struct bt_http_req *req)
+{
+	forward(req, "ingest", json_pack("{s:s}", "op", "crawl"), answer_crawl_state, "limit");
+}
+
+/* POST setEnabled?enabled=BOOL: pause (false) or resume all new crawls. */
+static void subs_set_enabled(struct bt_http_req *req)
+{
+	char v[16];
+	if (!query_arg(req, "enabled", v, sizeof v))
+		return;
+	int en = parse_bool(v);
+	if (en < 0) {
+		fan_xrpc_error(req, 400, "BadRequest", "enabled must be true or false");
+		return;
+	}
+	forward(req, "ingest", json_pack("{s:s,s:b}", "op", "setCrawl", "enabled", en), answer_success, "ingest");
+}
+
+/* POST setPerDayLimit?limit=N: new hosts accepted by the public requestCrawl per UTC day. */
+static void subs_set_per_day_limit(struct bt_http_req *req)
+{
+	char v[24], *end;
+	if (!query_arg(req, "limit", v, sizeof v))
+		return;
+	long long n = strtoll(v, &end, 10);
+	if (*end || n < 0 || n > 1000000) {
+		fan_xrpc_error(req, 400, "BadRequest", "limit must be an integer from 0 to 1000000");
+		return;
+	}
+	forward(req, "ingest", json_pack("{s:s,s:I}", "op", "setCrawl", "per_day_limit", (json_int_t)n), answer_success,
+		"ingest");
+}
+
+/* GET listDomainBans {banned_domains}; POST banDomain / unbanDomain {"Domain": D}. */
+static void subs_list_domain_bans(struct bt_http_req *req)
+{
+	forward(req, "ingest", json_pack("{s:s}", "op", "domainBans"), (fan_ctl_done_fn *)fan_ctl_answer, "ingest");
+}
+
+static void domain_op(struct bt_http_req *req, const char *op)
+{
+	json_t *j = json_body(req);
+	if (!j)
+		return;
+	const char *d = member(j, "domain");
+	if (!d) {
+		json_decref(j);
+		fan_xrpc_error(req, 400, "BadRequest", "body must be JSON {\"Domain\": \"...\"}");
+		return;
+	}
+	json_t *msg = json_pack("{s:s,s:s}", "op", op, "domain", d);
+	json_decref(j);
+	forward(req, "ingest", msg, answer_success, "ingest");
+}
+
+static void subs_ban_domain(struct bt_http_req *req)
+{
+	domain_op(req, "banDomain");
+}
+
+static void subs_unban_domain(struct bt_http_req *req)
+{
+	domain_op(req, "unbanDomain");
 }
 
 static const struct route routes[] = {
 	{ "GET", "/admin/pds/list", pds_list },
+	{ "POST", "/admin/pds/requestCrawl", pds_request_crawl },
+	{ "POST", "/admin/pds/block", pds_block },
+	{ "POST", "/admin/pds/unblock", pds_unblock },
+	{ "GET", "/admin/subs/getUpstreamConns", subs_upstream_conns },
+	{ "POST", "/admin/subs/killUpstream", subs_kill_upstream },
+	{ "GET", "/admin/subs/getEnabled", subs_get_enabled },
+	{ "POST", "/admin/subs/setEnabled", subs_set_enabled },
+	{ "GET", "/admin/subs/perDayLimit", subs_per_day_limit },
+	{ "POST", "/admin/subs/setPerDayLimit", subs_set_per_day_limit },
+	{ "GET", "/admin/subs/listDomainBans", subs_list_domain_bans },
+	{ "POST", "/admin/subs/banDomain", subs_ban_domain },
+	{ "POST", "/admin/subs/unbanDomain", subs_unban_domain },
 };
 
 void fan_admin_handle(struct bt_http_req *req, const char *path)

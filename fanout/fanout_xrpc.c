@@ -196,6 +196,9 @@ static void request_crawl(struct bt_http_req *req)
 		return;
 	}
 	json_t *msg = json_pack("{s:s, s:s}", "op", "requestCrawl", "hostname", host);
+	json_t *hint = json_object_get(j, "cursorHint"); /* indigo PR 1268: where a new host starts */
+	if (hint)
+		json_object_set(msg, "cursorHint", hint);
 	json_decref(j);
 	if (fan_ctl_async(req, "ingest", msg, CRAWL_TIMEOUT_MS, answer_crawl, NULL) < 0)
 		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many requestCrawl in flight");

@@ -8,12 +8,26 @@
  *	batonctl upstreams           upstream connections (from ingest)
  *	batonctl block HOST          disconnect and ban an upstream host (its frames already read are
  *	                             still decided; requestCrawl of it is refused from then on)
+ *	batonctl unblock HOST        lift the ban; the host is subscribed again from its cursor
+ *	batonctl kill-upstream HOST [--block]
+ *	                             disconnect it (not banned: a requestCrawl or a restart brings it back)
+ *	batonctl ban-domain D        ban a domain and every subdomain; connected hosts under it are
+ *	                             disconnected at once
+ *	batonctl unban-domain D      lift it (hosts under it are subscribed again)
+ *	batonctl domain-bans         the banned domains (the stored ones and RELAY_BANNED_DOMAINS)
+ *	batonctl crawl               whether new crawls are enabled, the per-day limit, today's count
+ *	batonctl enable-crawls | disable-crawls
+ *	                             resume / pause every new requestCrawl (connections stay)
+ *	batonctl per-day-limit N     new hosts accepted by the public requestCrawl per UTC day
+ *	batonctl request-crawl HOST [CURSOR]
+ *	                             the operator's requestCrawl (past the switch and the limit)
  *	batonctl import-hosts FILE   register hosts (one per line) without the requestCrawl probe, as a
  *	                             bootstrap from a known list (like indigo's pull-hosts); ingest
  *	                             subscribes to them when it next starts
  *	It finds the relay through the same RELAY_SHM_DIR and RELAY_NAME as the relay.
  * DIAGNOSTICS
- *	Exit 1 if the relay does not answer within 3 s, 2 on a usage error.
+ *	Exit 1 if the relay does not answer in time (5 s; request-crawl 15 s) or refuses (the answer is printed), 2 on a
+ *	usage error.
  */
 #include "bt_ctl.h"
 #include "bt_host.h"
@@ -25,7 +39,9 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | import-hosts FILE\n"
+	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | unblock HOST\n"
+			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
+			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
 }
@@ -97,12 +113,39 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "block") && a + 1 < argc) {
 		bt_params_ipc("ingest", ep, sizeof ep);
 		req = json_pack("{s:s,s:s}", "op", "block", "hostname", argv[a + 1]);
+	} else if ((!strcmp(cmd, "unblock") || !strcmp(cmd, "kill-upstream")) && a + 1 < argc) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s,s:s}", "op", cmd[0] == 'u' ? "unblock" : "killUpstream", "hostname", argv[a + 1]);
+		if (a + 2 < argc && !strcmp(argv[a + 2], "--block"))
+			json_object_set_new(req, "block", json_true());
+	} else if ((!strcmp(cmd, "ban-domain") || !strcmp(cmd, "unban-domain")) && a + 1 < argc) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s,s:s}", "op", cmd[0] == 'b' ? "banDomain" : "unbanDomain", "domain", argv[a + 1]);
+	} else if (!strcmp(cmd, "domain-bans") || !strcmp(cmd, "crawl")) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s}", "op", cmd[0] == 'd' ? "domainBans" : "crawl");
+	} else if (!strcmp(cmd, "enable-crawls") || !strcmp(cmd, "disable-crawls")) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s,s:b}", "op", "setCrawl", "enabled", cmd[0] == 'e');
+	} else if (!strcmp(cmd, "per-day-limit") && a + 1 < argc) {
+		char *end;
+		long long n = strtoll(argv[a + 1], &end, 10);
+		if (*end || n < 0)
+			return usage();
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s,s:I}", "op", "setCrawl", "per_day_limit", (json_int_t)n);
+	} else if (!strcmp(cmd, "request-crawl") && a + 1 < argc) {
+		bt_params_ipc("ingest", ep, sizeof ep);
+		req = json_pack("{s:s,s:s,s:b}", "op", "requestCrawl", "hostname", argv[a + 1], "admin", 1);
+		if (a + 2 < argc)
+			json_object_set_new(req, "cursorHint", json_integer(atoll(argv[a + 2])));
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
 		return import_hosts(argv[a + 1]);
 	} else {
 		return usage();
 	}
-	json_t *r = bt_ctl_call(ep, req, 3000);
+	/* requestCrawl probes the host (up to 10 s); the rest answers at once or after one store write */
+	json_t *r = bt_ctl_call(ep, req, !strcmp(cmd, "request-crawl") ? 15000 : 5000);
 	if (!r) {
 		fprintf(stderr, "batonctl: no answer from %s\n", ep);
 		return 1;
@@ -110,6 +153,8 @@ int main(int argc, char **argv)
 	char *txt = json_dumps(r, JSON_INDENT(1));
 	puts(txt);
 	free(txt);
+	/* A refusal ({ok:false} or {error}) exits 1, so scripts can tell. */
+	int rc = json_is_false(json_object_get(r, "ok")) || json_object_get(r, "error") ? 1 : 0;
 	json_decref(r);
-	return 0;
+	return rc;
 }
