@@ -18,6 +18,10 @@
  *	                                 waiting for the chain below it (see store/store_chain.c);
  *	                                 a v1 store wrote "p/" be32(host_id) be64(prev) (epoch 0),
  *	                                 migrated at load
+ *	  "d/" domain                    empty: a banned domain and its subdomains (store/store_admin.c)
+ *	  "m/crawl"                      be64 flags (1 = new crawls disabled), be64 per-day limit + 1
+ *	                                 (0 = RELAY_NEW_HOSTS_PER_DAY_LIMIT), be64 UTC day, be64 new
+ *	                                 hosts that day (store/store_admin.c)
  *	  "c/" be32(host_id) be32(epoch) be64 cursor, be32 flags (1 = started), be32 0: one chain
  *	                                 of the host (docs/chain.md); none in a v1 store (the
  *	                                 host record's cursor is epoch 0's)

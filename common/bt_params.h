@@ -26,7 +26,7 @@
 	  "accept requestCrawl of localhost:PORT and subscribe over plain ws (testing)")               \
 	X(STR, hosts, "RELAY_HOSTS", "", 0, 0, "comma-separated hosts to subscribe to at start")       \
 	X(STR, banned_domains, "RELAY_BANNED_DOMAINS", "", 0, 0,                                        \
-	  "comma-separated domains refused by requestCrawl, with all their subdomains")                \
+	  "comma-separated domains refused by requestCrawl, with all their subdomains (besides /admin/subs/banDomain's)") \
 	X(INT, verify_procs, "RELAY_VERIFY_PROCS", "0", 0, 64, "verify processes K (0 = number of cores)") \
 	X(INT, fanout_procs, "RELAY_FANOUT_PROCS", "2", 1, 32, "fanout processes N sharing the public port") \
 	X(STR, shm_dir, "RELAY_SHM_DIR", "/dev/shm", 0, 0, "directory of the shared-memory segment and control sockets") \
@@ -45,7 +45,7 @@
 	X(INT, account_cache_size, "RELAY_ACCOUNT_CACHE_SIZE", "200000", 16, 100000000, "account-state cache entries per verify process") \
 	X(INT, resolve_concurrency, "RELAY_RESOLVE_CONCURRENCY", "64", 1, 10000, "DID resolutions in flight per verify process") \
 	X(DUR, heartbeat_timeout, "RELAY_HEARTBEAT_TIMEOUT", "15", 2, 3600, "a stage silent this long is killed and restarted") \
-	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per day") \
+	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per UTC day (until /admin/subs/setPerDayLimit stores another)") \
 	X(STR, admin_password, "RELAY_ADMIN_PASSWORD", "", 0, 0,                                        \
 	  "password of the admin API (/admin/*: HTTP Basic admin:<password> or Bearer <password>); empty = admin API disabled (403)") \
 	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \

@@ -28,6 +28,7 @@
 
 import { PdsSim, sleep } from '../lib/pds.mjs'
 import { relayWithPdses } from '../lib/setup.mjs'
+import { Consumer } from '../lib/consumer.mjs'
 
 export const name = 'admin'
 
@@ -341,4 +342,23 @@ export async function run(checks, ctx) {
   checks.ok('batonctl unblock x.example.invalid', ubl.ok === true && ubl.status === 'active', JSON.stringify(ubl))
   const refused = await baton.ctl('unban-domain', 'static-ban.test').then(() => 'exit 0', (e) => String(e))
   checks.ok('batonctl exits 1 on a refusal', /Command failed/.test(refused), refused)
+
+  // ---- a cursorHint past the host's head: FutureCursor, then a new chain epoch from the start
+  // (the FutureCursor / sequence-restart path itself is e2e reseq's; this is the hint's way in)
+  const H = new PdsSim({ plc, name: 'H' })
+  await H.start()
+  ctx.cleanup.push(() => H.stop())
+  const h1 = await H.createAccount()
+  await H.idle()
+  const live2 = new Consumer(baton.wsUrl, { name: 'live2' })
+  await live2.start()
+  ctx.cleanup.push(() => live2.close())
+  const rH = await baton.ctl('request-crawl', H.host, '1000')
+  await until(() => H.subscribeCount >= 2 && H.subscribers.size === 1, 20000)
+  checks.ok('batonctl request-crawl HOST 1000: first ?cursor=1000 (FutureCursor), then a subscribe without cursor',
+    rH.ok === true && H.subscribeCursors[0] === '1000' && H.subscribeCursors.slice(1).includes(null),
+    `${JSON.stringify(rH)} cursors ${JSON.stringify(H.subscribeCursors)}`)
+  const hw = await H.write(h1)
+  await live2.waitFor((c) => c.events.some((e) => e.commit === hw.commit), 15000, 'H write').catch(() => {})
+  checks.ok('that host\'s later commits flow', live2.events.some((e) => e.commit === hw.commit))
 }

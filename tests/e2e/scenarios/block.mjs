@@ -7,7 +7,7 @@
 //   and forgets it at once, its in-flight frames still get their verdicts when
 //   the PLC comes back (nothing crashes: the e2e run under ASan checks this),
 //   X is never reconnected, later commits from X never arrive, a requestCrawl
-//   of X is refused (HostBanned), getHostStatus says banned, and Y's events all
+//   of X is refused (HostBanned) before any describeServer reaches X, getHostStatus says banned, and Y's events all
 //   arrive exactly once. No stage restarts.
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property.
@@ -54,8 +54,10 @@ export async function run(checks, ctx) {
   const st = await baton.status()
   checks.ok('every in-flight frame got its verdict (nothing left waiting)', Baton.sum(st, 'verify', 'counters', 'waiting') === 0,
     `waiting ${Baton.sum(st, 'verify', 'counters', 'waiting')}`)
+  const probes = X.describeCount
   const r2 = await baton.requestCrawl(X.host)
   checks.ok('requestCrawl of the blocked host is refused (HostBanned)', r2.status === 400 && r2.body?.error === 'HostBanned', `HTTP ${r2.status} ${JSON.stringify(r2.body)}`)
+  checks.ok('... before its probe: no describeServer reached X (issue 7)', X.describeCount === probes, `${X.describeCount - probes} probes`)
   const hs = await (await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.getHostStatus?hostname=${X.host}`)).json()
   checks.ok('getHostStatus says banned', hs.status === 'banned', JSON.stringify(hs))
   const validY = validRepoEvents([Y])
