@@ -34,6 +34,7 @@
 #include "bt_ctl.h"
 #include "bt_db.h"
 #include "bt_http.h"
+#include "bt_lock.h"
 #include "bt_log.h"
 #include "bt_params.h"
 #include "bt_pipe.h"
@@ -50,41 +51,20 @@ static uint64_t stop_deadline_ms;
 static uint64_t db_next_try_ms;
 static bool db_missing_logged;
 
-/* Split "host:port", ":port", "[v6]:port" into host (may be empty) and port. */
-static int parse_bind(const char *s, char *host, size_t hcap, char *port, size_t pcap)
-{
-	const char *colon;
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		if ((size_t)(rb - s - 1) >= hcap)
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(rb - s - 1));
-		host[rb - s - 1] = 0;
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= hcap)
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = 0;
-	}
-	if (!colon[1] || strlen(colon + 1) >= pcap)
-		return -EINVAL;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-	strcpy(port, colon + 1);
-	return 0;
-}
-
 /* Creates the shared listening socket; exits 2 on failure (configuration error). */
 static int listen_public(const char *bind_s)
 {
 	char host[256], port[16];
-	if (parse_bind(bind_s, host, sizeof host, port, sizeof port) < 0)
+	int pn = bt_lock_parse_bind(bind_s, host, sizeof host, port, sizeof port);
+	if (pn < 0)
 		bt_die_config("RELAY_API_BIND=%s: expected [host]:port", bind_s);
+	/* SO_REUSEPORT would let us join another relay's fanouts on this port: its supervisor holds
+	   the port lock (bt_lock.h), ours does when it is the holder. */
+	pid_t owner = pn ? bt_lock_port_holder(pn) : 0;
+	pid_t ours = (pid_t)atomic_load(&((struct bt_sup_page *)bt_shm_page(bt_proc.shm, 0))->pid);
+	if (owner > 0 && owner != ours)
+		bt_die_config("RELAY_API_BIND %s: port %d is served by another baton (pid %d), not by this relay's "
+			      "supervisor (pid %d)", bind_s, pn, (int)owner, (int)ours);
 	struct addrinfo hints, *res = NULL;
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = host[0] ? AF_UNSPEC : AF_INET;

@@ -31,6 +31,7 @@
 #include "bt_ctl.h"
 #include "bt_db.h"
 #include "bt_fh.h"
+#include "bt_lock.h"
 #include "bt_log.h"
 #include "bt_proc.h"
 #include "bt_shm.h"
@@ -650,7 +651,17 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 int main(int argc, char **argv)
 {
 	bt_proc_init(BT_ROLE_STORE, argc, argv, "baton-store: the single RocksDB writer (started by baton)");
-	char path[PATH_MAX];
+	char path[PATH_MAX], holder[PATH_MAX + 600], me[32];
+	/* The single writer: a second store on this directory (another relay, or a previous store
+	   of ours still exiting after its supervisor died) makes this one wait, then exit 2. */
+	snprintf(path, sizeof path, "%s/store.lock", bt_cfg.data_dir);
+	snprintf(me, sizeof me, "pid=%d", (int)getpid());
+	int lock = bt_lock_file_wait(path, me, (unsigned)bt_cfg.attach_wait * 1000u, bt_proc_beat, holder, sizeof holder);
+	if (lock == -EAGAIN)
+		bt_die_config("RELAY_DATA_DIR %s is in use by another baton-store (%s, holding %s)", bt_cfg.data_dir,
+			      holder[0] ? holder : "pid unknown", path);
+	if (lock < 0)
+		bt_die_config("cannot lock %s: %s", path, strerror(-lock));
 	snprintf(path, sizeof path, "%s/db", bt_cfg.data_dir);
 	if (bt_db_open_primary(path, bt_cfg.sync_writes, &db) < 0)
 		bt_die_config("cannot open RocksDB at %s", path);

@@ -31,4 +31,7 @@ void sup_set_counts(int K, int N);
 struct sup_counts sup_counts_get(void);
 /* Status of every stage with its counters, for batonctl (returns owned). */
 json_t *sup_status_json(const struct sup_stage *st, int n, struct sup_counts c);
+/* Takes the instance locks (sup_lock.c); exit 2 if another relay holds one. */
+void sup_take_locks(void);
+void sup_locks_poll(void); /* every loop turn: answers refused starters' port-lock probes */
 #endif

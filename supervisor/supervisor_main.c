@@ -5,7 +5,8 @@
  *	Deliberately small and dumb (Postfix's master): it never decodes a frame and never
  *	holds anything a child needs.  It
  *	  - creates RELAY_DATA_DIR and the shared-memory segment (rings, bells, stats pages),
- *	    so the segment outlives any stage;
+ *	    so the segment outlives any stage, after taking the instance locks (sup_lock.c:
+ *	    one relay per data directory, RELAY_NAME and port);
  *	  - starts baton-store, K baton-verify, N baton-fanout and baton-ingest from its own
  *	    directory, passing the resolved configuration in the environment;
  *	  - restarts a stage that exits or is killed, with exponential backoff; exit code 2
@@ -281,6 +282,7 @@ int main(int argc, char **argv)
 	mkdir_p(sec);
 	if ((rc = mkdir_p(bt_cfg.shm_dir)) < 0)
 		bt_die_config("cannot create RELAY_SHM_DIR %s: %s", bt_cfg.shm_dir, strerror(-rc));
+	sup_take_locks(); /* before the segment and the sockets, which another instance may own */
 
 	int K = bt_cfg.n_verify, N = (int)bt_cfg.fanout_procs;
 	struct bt_shm_layout lay;
@@ -344,6 +346,7 @@ int main(int argc, char **argv)
 	while (!got_stop) {
 		poll(&pfd, 1, 50);
 		bt_ctl_srv_poll(ctl);
+		sup_locks_poll();
 		reap();
 		if (got_stop)
 			break;
