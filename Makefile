@@ -1,4 +1,4 @@
-# baton — non-recursive build.  Targets: all run test bench fuzz asan fmt deps deps-run interop clean
+# baton — non-recursive build.  Targets: all run test bench fuzz asan tsan fmt deps deps-run interop clean
 # Every process folder links common/ (libbt.a); a process folder never includes another's headers.
 
 CC      ?= cc
@@ -33,7 +33,7 @@ TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(filter-out tools/batonctl.c
 SHELL := /bin/bash
 # Keep intermediate objects (tests, tools) so a second make rebuilds nothing.
 .SECONDARY:
-.PHONY: deps-run all run test test-only bench fuzz asan fmt deps clean interop
+.PHONY: deps-run all run test test-only bench fuzz asan tsan fmt deps clean interop
 all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
 
 $(BUILD)/%.o: %.c
@@ -100,6 +100,11 @@ interop: deps all
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 
+# ThreadSanitizer build of every stage (build-tsan); tests/tsan.supp lists third-party code only.
+# Not yet run by make test.
+tsan:
+	$(MAKE) BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer -Wno-tsan" all
+
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # Each target runs FUZZ_SECONDS (default 20) on a copy of its seed corpus (new inputs stay in build/).
 fuzz: deps
@@ -121,6 +126,6 @@ fmt:
 	clang-format -i common/*.[ch] */*_main.c
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -99,7 +99,7 @@ struct conn {
 	char peer[64];
 	size_t hbytes;
 	int hstate, err_status, in_process;
-	bool msg_started, pending, closing, freeme, peer_eof;
+	bool msg_started, pending, closing, freeme, peer_eof, served;
 };
 
 struct bt_http_server {
@@ -112,6 +112,7 @@ struct bt_http_server {
 	bt_http_handler_fn *h;
 	void *arg;
 	struct conn *conns;
+	uint64_t refused; /* 4xx answers and connections timed out before a request */
 };
 
 static http_parser_settings settings;
@@ -351,6 +352,9 @@ static void write_response(struct conn *c, int status, const char *ctype, const 
 			   size_t len, bool keep, bool head)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	c->served = true;
+	if (status >= 400 && status < 500 && c->srv)
+		c->srv->refused++;
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, bt_http_status_text(status));
 	if (c->srv && c->srv->server_hdr)
 		evbuffer_add_printf(out, "Server: %s\r\n", c->srv->server_hdr);
@@ -531,10 +535,17 @@ static void tmr_cb(evutil_socket_t fd, short what, void *ud)
 		error_respond(c, 408);
 		return;
 	}
+	if (!c->served && c->srv)
+		c->srv->refused++; /* connected and never sent a request */
 	conn_drop(c); /* idle keep-alive connection */
 }
 
 /* ---- server ---- */
+
+uint64_t bt_http_server_refused(const struct bt_http_server *s)
+{
+	return s ? s->refused : 0;
+}
 
 static void fmt_peer(const struct sockaddr *sa, char *out, size_t cap)
 {

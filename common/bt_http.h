@@ -54,6 +54,9 @@ struct bt_http_server *bt_http_server_new(struct event_base *base, int listen_fd
 					  bt_http_handler_fn *h, void *arg);
 /* Closes the listener and every connection; pending requests stay valid until answered; NULLs *s. */
 void bt_http_server_free(struct bt_http_server **s);
+/* Requests answered 4xx (by the server or a handler) plus connections that sent no request
+   before the read timeout, since the server started. */
+uint64_t bt_http_server_refused(const struct bt_http_server *s);
 /* Serves an already-accepted connected socket (takes fd); returns 0 or -errno (fd closed). */
 int bt_http_server_adopt(struct bt_http_server *s, int fd);
 

@@ -199,7 +199,8 @@ _Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
 	X(EMSGSIZE, "records too big for a ring (counted drop; a broadcast one is filled from RocksDB)") \
 	X(RING_GAPS, "seqs missing on the broadcast ring, filled from RocksDB")      \
 	X(REPUBLISHED, "events published again from RocksDB at store start")           \
-	X(DB_OPENS, "times a store opened RocksDB in this relay run (read views reopen when it changes)")
+	X(DB_OPENS, "times a store opened RocksDB in this relay run (read views reopen when it changes)") \
+	X(HTTP_REFUSED, "requests answered 4xx, and connections that sent no request in time (fanout)")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

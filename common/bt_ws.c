@@ -54,7 +54,10 @@
 #define WS_MAGIC 0x62747773u
 #define OUT_CAP (256u * 1024u)
 #define DEFAULT_MAX_MSG 5000000u
-#define CONNECT_TIMEOUT_S 30
+#define CONNECT_TIMEOUT_S 30 /* client: connect and handshake together, whatever trickles in */
+/* Pings answered while the peer reads nothing (our output is full): more than this is a flood
+   (each asks wslay to queue a pong), and the connection ends with 1008 "ping flood". */
+#define PING_BACKLOG_MAX 1024
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_DEAD };
@@ -73,6 +76,7 @@ struct bt_ws {
 	int state, depth;
 	bool client, in_recv, paused, want_drain, freeme, closing_local, failed, close_tmr_on;
 	int close_code;
+	unsigned ping_backlog; /* pings received since our output last had room */
 	char close_reason[128];
 	bool close_pending; /* our close frame waits for the data queued before it */
 	int pend_code;
@@ -189,7 +193,7 @@ static void arm_close_timer(struct bt_ws *ws)
 static ssize_t w_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
 {
 	struct bt_ws *ws = ud;
-	if (ws->paused || !ws->bev) {
+	if (ws->paused || !ws->bev || ws->failed) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
@@ -215,6 +219,7 @@ static ssize_t w_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t l
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
+	ws->ping_backlog = 0;
 	if (len > OUT_CAP - have)
 		len = OUT_CAP - have;
 	if (evbuffer_add(out, data, len) != 0) {
@@ -236,6 +241,11 @@ static int w_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void
 static void w_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a, void *ud)
 {
 	struct bt_ws *ws = ud;
+	if (a->opcode == WSLAY_PING && ws->bev &&
+	    evbuffer_get_length(bufferevent_get_output(ws->bev)) >= OUT_CAP && ++ws->ping_backlog > PING_BACKLOG_MAX) {
+		fail_later(ws, WSLAY_CODE_POLICY_VIOLATION, "ping flood");
+		return;
+	}
 	if (a->opcode == WSLAY_CONNECTION_CLOSE) {
 		if (!ws->close_code) {
 			ws->close_code = a->status_code ? a->status_code : WSLAY_CODE_NO_STATUS_RCVD;
@@ -501,7 +511,9 @@ static void close_tmr_cb(evutil_socket_t fd, short what, void *ud)
 {
 	struct bt_ws *ws = ud;
 	enter(ws);
-	if (ws->state != ST_DEAD)
+	if (ws->state == ST_CONNECTING || ws->state == ST_HANDSHAKE)
+		finish(ws, WSLAY_CODE_ABNORMAL_CLOSURE, "handshake timeout");
+	else if (ws->state != ST_DEAD)
 		finish(ws, ws->close_code ? ws->close_code : WSLAY_CODE_ABNORMAL_CLOSURE,
 		       ws->close_code ? ws->close_reason : "close timeout");
 	leave(ws);
@@ -567,6 +579,7 @@ static int ws_open(struct bt_ws *ws)
 	if (r != 0)
 		return -ENOMEM;
 	wslay_event_config_set_max_recv_msg_length(ws->wctx, ws->max_msg);
+	event_del(ws->close_tmr); /* a client's handshake deadline */
 	ws->state = ST_OPEN;
 	ws->last_rx_ms = ws->last_ping_ms = now_ms();
 	if (ws->ping_s || ws->idle_s) {
@@ -791,6 +804,8 @@ struct bt_ws *bt_ws_connect(struct event_base *base, const char *url, const stru
 	bufferevent_setcb(ws->bev, read_cb, write_cb, event_cb, ws);
 	struct timeval to = {CONNECT_TIMEOUT_S, 0};
 	bufferevent_set_timeouts(ws->bev, &to, &to);
+	/* The read timeout restarts with every byte; this deadline does not (a trickled answer). */
+	event_add(ws->close_tmr, &to);
 	ws->state = ST_CONNECTING;
 	int r;
 	if (is_ip4 || is_ip6) {

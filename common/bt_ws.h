@@ -34,6 +34,10 @@
  *	connection is closing or closed, -ENOMEM, -EINVAL.  Connection
  *	failures arrive as on_close(code, reason): the close code received or
  *	sent (1009 for a message over max_msg, 1002 for a protocol error),
+ *	1008 "ping flood" for a peer that sends over 1024 pings while reading
+ *	none of our pongs (our output full), 1006 "handshake timeout" for a
+ *	client whose connect and handshake took over 30 s in all (a trickled
+ *	answer is not held forever),
  *	1006 when the connection ended without a close handshake (DNS, TCP,
  *	TLS failures, a non-101 handshake answer, a bad Sec-WebSocket-Accept,
  *	reset or EOF); reason is a short human-readable string.  A client

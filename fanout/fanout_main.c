@@ -170,6 +170,7 @@ static void begin_stop(void)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	bt_proc_beat();
+	bt_stat_set(bt_proc.stats, BT_STAT_HTTP_REFUSED, bt_http_server_refused(fan.http));
 	uint64_t now = bt_now_ms();
 	if (bt_proc_stop && !fan.stopping)
 		begin_stop();

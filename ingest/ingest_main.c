@@ -173,7 +173,6 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
 	bt_stat_add(bt_proc.stats, BT_STAT_BYTES_IN, n);
 	bt_proc_progress(1);
-	h->failures = 0;
 	if (opcode != BT_WS_BINARY || bt_fh_peek(p, n, &pk) < 0) {
 		bt_stat_add(bt_proc.stats, BT_STAT_BAD_FRAMES, 1);
 		BT_LOG_EVERY(BT_LOG_WARN, "%s: undecodable frame: dropping the connection", h->name);
@@ -204,6 +203,7 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 		bt_ws_close(ws, 1007, "frame without seq");
 		return;
 	}
+	h->failures = 0; /* a frame that decodes: the host works (a bad one keeps the backoff growing) */
 	if (h->have_cursor && !h->reset_next && (uint64_t)pk.seq <= h->cursor) {
 		/* The upstream repeated itself; these already have an outcome. */
 		atomic_fetch_add_explicit(&bt_proc.stats->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
@@ -327,7 +327,12 @@ static void on_close(struct bt_ws *ws, int code, const char *reason, void *arg)
 	}
 	h->pend_len = 0; /* not pushed: they come again after the reconnect, from the cursor */
 	bt_stat_add(bt_proc.stats, BT_STAT_DISCONNECTS, 1);
-	if (h->state != ING_OPEN)
+	/* Framing refused by bt_ws (reserved opcode, a frame or message over the limit, a ping
+	   flood) is a bad frame too; 1007 was counted in on_msg.  Each backs the host off. */
+	bool refused = code == 1002 || code == 1009 || (code == 1008 && reason && !strcmp(reason, "ping flood"));
+	if (refused)
+		bt_stat_add(bt_proc.stats, BT_STAT_BAD_FRAMES, 1);
+	if (h->state != ING_OPEN || refused || code == 1007)
 		h->failures++;
 	if (h->failures >= OFFLINE_AFTER && !h->offline && !bt_proc_stop) {
 		h->offline = true;

@@ -139,7 +139,7 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 {
 	struct conn *c = arg;
 	double t = now_s();
-	int64_t seq;
+	int64_t seq = -1;
 	double ft;
 	g.frames++;
 	g.bytes += n;
