@@ -3,7 +3,7 @@
  *	baton-fanout - consumers, cursor replay and the public HTTP port (one of N)
  * DESCRIPTION
  *	Starts through bt_proc_init, listens on RELAY_API_BIND with SO_REUSEPORT so the N
- *	fanout processes share the port, and runs one libevent loop: the HTTP server
+ *	fanout processes share the port (and on RELAY_METRICS_LISTEN for /metrics, the same way), and runs one libevent loop: the HTTP server
  *	(fanout_xrpc.c), the consumers (fanout_sub.c), a bell watch on the broadcast ring
  *	(paused while there is no consumer) and a 200 ms timer that stamps the heartbeat, samples the pipeline for /_health,
  *	opens the read-only RocksDB view once the store has created it, and notices
@@ -45,6 +45,7 @@
 struct fan fan;
 
 static struct event *tick_ev;
+static struct bt_http_server *metrics_http; /* RELAY_METRICS_LISTEN, NULL when off */
 static struct bt_bell_watch *bell;
 static uint64_t stop_deadline_ms;
 static uint64_t db_next_try_ms;
@@ -80,11 +81,11 @@ static int parse_bind(const char *s, char *host, size_t hcap, char *port, size_t
 }
 
 /* Creates the shared listening socket; exits 2 on failure (configuration error). */
-static int listen_public(const char *bind_s)
+static int listen_public(const char *env, const char *bind_s)
 {
 	char host[256], port[16];
 	if (parse_bind(bind_s, host, sizeof host, port, sizeof port) < 0)
-		bt_die_config("RELAY_API_BIND=%s: expected [host]:port", bind_s);
+		bt_die_config("%s=%s: expected [host]:port", env, bind_s);
 	struct addrinfo hints, *res = NULL;
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = host[0] ? AF_UNSPEC : AF_INET;
@@ -92,7 +93,7 @@ static int listen_public(const char *bind_s)
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
 	if (rc != 0 || !res)
-		bt_die_config("RELAY_API_BIND=%s: %s", bind_s, gai_strerror(rc));
+		bt_die_config("%s=%s: %s", env, bind_s, gai_strerror(rc));
 	int fd = -1, err = 0;
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -183,6 +184,7 @@ static void begin_stop(void)
 	fan.stopping = true;
 	BT_INFO("stopping: closing %u consumers", fan_sub_count());
 	bt_http_server_free(&fan.http);
+	bt_http_server_free(&metrics_http);
 	fan_sub_close_all(1012, "service restart");
 	stop_deadline_ms = bt_now_ms() + (BT_WS_CLOSE_TIMEOUT_S + 2) * 1000u;
 }
@@ -232,12 +234,21 @@ int main(int argc, char **argv)
 	fan.seen_seq = bt_bcast_last_seq(fan.ring);
 	bt_ctl_context(); /* created here, before the requestCrawl workers share it */
 
-	int lfd = listen_public(bt_cfg.api_bind);
+	int lfd = listen_public("RELAY_API_BIND", bt_cfg.api_bind);
 	struct bt_http_limits lim = { .max_header = 16384, .max_body = 65536, .read_timeout_s = 30,
 				      .server_hdr = fan.server_hdr };
 	fan.http = bt_http_server_new(fan.base, lfd, &lim, fan_xrpc_handle, NULL);
 	if (!fan.http)
 		bt_die_config("cannot start the HTTP server");
+	if (bt_cfg.metrics_listen[0]) {
+		/* every fanout shares it (SO_REUSEPORT): each answers the same page from shared memory */
+		struct bt_http_limits ml = { .max_header = 8192, .max_body = 0, .read_timeout_s = 30,
+					     .server_hdr = fan.server_hdr };
+		metrics_http = bt_http_server_new(fan.base, listen_public("RELAY_METRICS_LISTEN", bt_cfg.metrics_listen),
+						  &ml, fan_metrics_handle, NULL);
+		if (!metrics_http)
+			bt_die_config("cannot start the metrics listener");
+	}
 	if (fan_xrpc_init() < 0)
 		bt_die_config("cannot start the requestCrawl workers");
 	fan_db_ensure();
