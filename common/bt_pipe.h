@@ -257,6 +257,9 @@ struct bt_stats_page {
 	struct bt_hist hist[BT_HIST__COUNT];
 	_Atomic uint64_t commit_n;
 	struct bt_commit_ent commits[BT_COMMIT_LOG];
+	/* Fanout: the newest /admin/consumers/list generation this fanout asked for (the others
+	   write their consumer tables for it: fanout_conslist.c) */
+	_Atomic uint64_t list_req;
 };
 _Static_assert(sizeof(struct bt_stats_page) <= 4096, "stats page fits a page");
 

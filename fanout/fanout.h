@@ -62,6 +62,11 @@ void fan_sub_on_bell(void);
 void fan_sub_close_all(int code, const char *reason);
 /* Consumers still connected (their on_close has not run yet). */
 unsigned fan_sub_count(void);
+/* From the tick, at most once a second: closes consumers whose output did not drain for
+   RELAY_CONSUMER_READ_TIMEOUT (READ_TIMEOUTS) and sets QUEUED_BYTES. */
+void fan_sub_watch(void);
+/* This process's consumers (at most max) as a JSON array for /admin/consumers/list (new reference). */
+json_t *fan_sub_table(size_t max);
 /* Frees the shared read buffer (after the last consumer is gone). */
 void fan_sub_fini(void);
 
@@ -120,6 +125,12 @@ void fan_ctl_answer(struct bt_http_req *req, json_t *reply, const char *what);
 void fan_admin_handle(struct bt_http_req *req, const char *path);
 /* True when req carries the admin credentials (never when no password is set). */
 bool fan_admin_authorized(const struct bt_http_req *req);
+
+/* ---- fanout_conslist.c ---- */
+/* GET /admin/consumers/list: every fanout's consumers (asked through shared memory).  Ends req. */
+void fan_conslist_route(struct bt_http_req *req);
+/* From the tick: writes this fanout's consumer table when another fanout asked for it. */
+void fan_conslist_tick(void);
 
 /* ---- fanout_repo.c ---- */
 /* Answers the sync read query nsid (listHosts, getHostStatus, listRepos, getRepoStatus,

@@ -82,6 +82,7 @@ static void pds_list(struct bt_http_req *req)
 
 static const struct route routes[] = {
 	{ "GET", "/admin/pds/list", pds_list },
+	{ "GET", "/admin/consumers/list", fan_conslist_route }, /* fanout_conslist.c */
 };
 
 void fan_admin_handle(struct bt_http_req *req, const char *path)

@@ -207,6 +207,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	fan_health_sample();
 	note_progress();
+	fan_sub_watch();
+	fan_conslist_tick();
 	if (!fan.db && now >= db_next_try_ms) {
 		db_next_try_ms = now + 500;
 		if (fan_db_ensure() == 0)
