@@ -63,8 +63,11 @@ const SCENARIO_TIMEOUT_MS = {
   indigo: 150000,
   chaos: 150000,
   reseq: 110000,
+  metrics: 75000,
+  coverage: 120000,
+  consumers: 180000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'metrics', 'coverage', 'consumers']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1300) * 1000
 
 let passed = 0
