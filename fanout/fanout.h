@@ -5,7 +5,7 @@
  *	One fanout process serves the public port (shared with the other N-1 fanouts through
  *	SO_REUSEPORT): subscribeRepos consumers (fanout_sub.c), the XRPC routes and
  *	requestCrawl forwarding (fanout_xrpc.c), the sync read queries (fanout_repo.c),
- *	/_health and /metrics (fanout_health.c).
+ *	/_health (fanout_health.c), /metrics on RELAY_METRICS_LISTEN (fanout_metrics.c).
  *	Everything runs on one libevent loop in one thread, except the requestCrawl workers,
  *	which only ever touch their own job and talk to the loop through pipes.
  *
