@@ -84,6 +84,7 @@ struct bt_http_req {
 	int nhdr;
 	char *path, *query;
 	bool keep_alive, upgrade, head;
+	const char *more_hdr; /* bt_http_req_add_headers (borrowed, static) */
 };
 
 enum { HS_NONE, HS_FIELD, HS_VALUE };
@@ -195,6 +196,7 @@ static int on_begin(http_parser *p)
 	r->nhdr = 0;
 	r->path = r->query = NULL;
 	r->keep_alive = r->upgrade = r->head = false;
+	r->more_hdr = NULL;
 	c->hbytes = 0;
 	c->hstate = HS_NONE;
 	c->msg_started = true;
@@ -363,6 +365,8 @@ static void write_response(struct conn *c, int status, const char *ctype, const 
 	evbuffer_add_printf(out, "Content-Length: %zu\r\nConnection: %s\r\n", len, keep ? "keep-alive" : "close");
 	if (extra && *extra)
 		evbuffer_add(out, extra, strlen(extra));
+	if (c->req.more_hdr)
+		evbuffer_add(out, c->req.more_hdr, strlen(c->req.more_hdr));
 	evbuffer_add(out, "\r\n", 2);
 	if (len && !head)
 		evbuffer_add(out, body, len);
@@ -696,6 +700,12 @@ void bt_http_server_free(struct bt_http_server **sp)
 }
 
 /* ---- request accessors ---- */
+
+void bt_http_req_add_headers(struct bt_http_req *r, const char *lines)
+{
+	if (r)
+		r->more_hdr = lines;
+}
 
 const char *bt_http_req_method(const struct bt_http_req *r)
 {

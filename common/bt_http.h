@@ -69,6 +69,9 @@ const char *bt_http_req_header(const struct bt_http_req *r, const char *name); /
 const uint8_t *bt_http_req_body(const struct bt_http_req *r, size_t *len);     /* borrowed; never NULL */
 const char *bt_http_req_peer(const struct bt_http_req *r);                     /* borrowed; "ip:port" */
 
+/* Header lines "Name: v\r\n"... (static or outliving the answer) added to whatever answers r
+   (e.g. CORS on every answer of a route); replaces an earlier call. */
+void bt_http_req_add_headers(struct bt_http_req *r, const char *lines);
 /* Answers the request (exactly once; body borrowed/copied); adds Content-Length, Server, Connection. Ends req. */
 void bt_http_respond(struct bt_http_req *r, int status, const char *ctype, const void *body, size_t len);
 /* Same, with extra header lines "Name: v\r\n"... (borrowed). */

@@ -21,6 +21,16 @@
 #define BT_PARAMS(X)                                                                                   \
 	X(STR, data_dir, "RELAY_DATA_DIR", "./data", 0, 0, "directory of the RocksDB database")        \
 	X(STR, api_bind, "RELAY_API_BIND", ":2470", 0, 0, "public HTTP/WebSocket listen address [host]:port") \
+	X(STR, metrics_listen, "RELAY_METRICS_LISTEN", ":2471", 0, 0,                                 \
+	  "Prometheus /metrics listen address [host]:port, shared by every fanout (empty = no metrics listener)") \
+	X(INT, metrics_top_hosts, "RELAY_METRICS_TOP_HOSTS", "50", 1, 10000,                          \
+	  "per-host metric series for this many hosts (most events); the rest are summed into host=\"_other\"") \
+	X(INT, max_conns_per_ip, "RELAY_MAX_CONNS_PER_IP", "64", 0, 1000000,                          \
+	  "subscribeRepos connections one IP address may hold per fanout process (0 = no limit); more get 429") \
+	X(INT, consumer_buffer_mb, "RELAY_CONSUMER_BUFFER_MB", "256", 1, 65536,                        \
+	  "output buffered for all consumers of one fanout process, MiB; a consumer over its share reads from RocksDB later") \
+	X(DUR, consumer_read_timeout, "RELAY_CONSUMER_READ_TIMEOUT", "60", 1, 86400,                  \
+	  "a consumer whose queued output has not moved for this long is closed (it answers pings but does not read)") \
 	X(STR, plc_host, "RELAY_PLC_HOST", "https://plc.directory", 0, 0, "PLC directory base URL")   \
 	X(BOOL, allow_insecure_hosts, "RELAY_ALLOW_INSECURE_HOSTS", "false", 0, 0,                      \
 	  "accept requestCrawl of localhost:PORT and subscribe over plain ws (testing)")               \
@@ -46,6 +56,12 @@
 	X(INT, resolve_concurrency, "RELAY_RESOLVE_CONCURRENCY", "64", 1, 10000, "DID resolutions in flight per verify process") \
 	X(DUR, heartbeat_timeout, "RELAY_HEARTBEAT_TIMEOUT", "15", 2, 3600, "a stage silent this long is killed and restarted") \
 	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per UTC day (until /admin/subs/setPerDayLimit stores another)") \
+	X(DUR, coverage_window, "RELAY_COVERAGE_WINDOW", "10m", 1, 86400,                             \
+	  "coverage: a host delivered recently when its last event is younger than this") \
+	X(DUR, coverage_lookback, "RELAY_COVERAGE_LOOKBACK", "24h", 1, 31536000,                       \
+	  "coverage: hosts whose last event is younger than this count as active (the share's denominator)") \
+	X(INT, coverage_min_percent, "RELAY_COVERAGE_MIN_PERCENT", "0", 0, 100,                        \
+	  "/_health says degraded (200) when fewer than this percent of active hosts delivered within RELAY_COVERAGE_WINDOW (0 = never)") \
 	X(STR, admin_password, "RELAY_ADMIN_PASSWORD", "", 0, 0,                                        \
 	  "password of the admin API (/admin/*: HTTP Basic admin:<password> or Bearer <password>); empty = admin API disabled (403)") \
 	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \

@@ -200,7 +200,11 @@ _Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
 	X(RING_GAPS, "seqs missing on the broadcast ring, filled from RocksDB")      \
 	X(REPUBLISHED, "events published again from RocksDB at store start")           \
 	X(DB_OPENS, "times a store opened RocksDB in this relay run (read views reopen when it changes)") \
-	X(HTTP_REFUSED, "requests answered 4xx, and connections that sent no request in time (fanout)")
+	X(HTTP_REFUSED, "requests answered 4xx, and connections that sent no request in time (fanout)") \
+	X(READ_TIMEOUTS, "consumers closed because their output did not drain for RELAY_CONSUMER_READ_TIMEOUT") \
+	X(IP_REFUSED, "consumer connections refused by RELAY_MAX_CONNS_PER_IP")                \
+	X(BUDGET_HELD, "times a consumer's pump stopped at its share of RELAY_CONSUMER_BUFFER_MB") \
+	X(QUEUED_BYTES, "bytes queued to consumers now")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)
@@ -208,6 +212,34 @@ enum bt_stat {
 	BT_STAT__COUNT
 };
 const char *bt_stat_name(enum bt_stat s); /* "frames_in" */
+
+/* Histograms in a stats page (one writer: the stage).  b[i] counts observations <= bound i and
+   > bound i-1 (not cumulative; the exporter sums); the last bucket is +Inf.  Bounds: bt_hist_bounds. */
+#define BT_HIST_BUCKETS 16
+#define BT_HISTS(X)                                                                          \
+	X(EMIT_COMMIT_MS, "ms from ingest receiving a frame to the store writing its event (store)") \
+	X(COMMIT_SEND_MS, "ms from the store writing an event to its queueing to a live consumer (fanout)") \
+	X(EVENT_BYTES, "bytes of an upstream frame (ingest)")
+enum bt_hist_id {
+#define X(n, d) BT_HIST_##n,
+	BT_HISTS(X)
+#undef X
+	BT_HIST__COUNT
+};
+struct bt_hist {
+	_Atomic uint64_t b[BT_HIST_BUCKETS];
+	_Atomic uint64_t count, sum;
+};
+const char *bt_hist_name(enum bt_hist_id h);            /* "emit_commit_ms" */
+const uint64_t *bt_hist_bounds(enum bt_hist_id h);      /* BT_HIST_BUCKETS - 1 finite upper bounds */
+
+/* The store's recent commits (its page only): entry i % BT_COMMIT_LOG holds the last seq of a
+   written batch and the wall-clock ms of the write; commit_n counts entries ever written.  The
+   fanouts look a seq's commit time up here (COMMIT_SEND_MS).  Writer: seq = 0, ms, seq (release). */
+#define BT_COMMIT_LOG 64
+struct bt_commit_ent {
+	_Atomic uint64_t seq, ms;
+};
 
 struct bt_stats_page {
 	_Atomic uint64_t heartbeat_ms; /* CLOCK_MONOTONIC ms of the last loop turn */
@@ -223,6 +255,12 @@ struct bt_stats_page {
 	uint32_t pad2;
 	_Atomic uint64_t counters[BT_STAT__COUNT];
 	_Atomic uint64_t drops[BT_DROP__COUNT];
+	struct bt_hist hist[BT_HIST__COUNT];
+	_Atomic uint64_t commit_n;
+	struct bt_commit_ent commits[BT_COMMIT_LOG];
+	/* Fanout: the newest /admin/consumers/list generation this fanout asked for (the others
+	   write their consumer tables for it: fanout_conslist.c) */
+	_Atomic uint64_t list_req;
 };
 _Static_assert(sizeof(struct bt_stats_page) <= 4096, "stats page fits a page");
 
@@ -245,6 +283,12 @@ static inline uint64_t bt_stat_get(const struct bt_stats_page *p, enum bt_stat s
 {
 	return atomic_load_explicit(&p->counters[s], memory_order_relaxed);
 }
+/* Counts v in histogram h of page p (the page's writer only). */
+void bt_hist_observe(struct bt_stats_page *p, enum bt_hist_id h, uint64_t v);
+/* Store: records that every seq <= last_seq is written, at wall-clock ms. */
+void bt_commit_log_push(struct bt_stats_page *p, uint64_t last_seq, uint64_t ms);
+/* Wall-clock ms the store wrote seq (from its page sp), 0 when no longer (or not yet) logged. */
+uint64_t bt_commit_log_ms(const struct bt_stats_page *sp, uint64_t seq);
 uint64_t bt_now_ms(void);      /* CLOCK_MONOTONIC */
 uint64_t bt_wall_ms(void);     /* CLOCK_REALTIME */
 uint64_t bt_hash_did(const char *did, size_t n);      /* FNV-1a 64; partition = hash % K */

@@ -34,7 +34,7 @@ struct event_base;
 #define BT_SHM_MAX_BELLS 64
 #define BT_SHM_PAGE_SIZE 4096
 #define BT_SHM_MAGIC 0x4d485342u /* "BSHM" little-endian */
-#define BT_SHM_VERSION 2u
+#define BT_SHM_VERSION 3u
 
 /* Largest payload a ring of capacity cap accepts; a bigger claim/publish is -EMSGSIZE.
    A quarter of the ring (minus the biggest record header) so a record always fits in an

@@ -85,6 +85,7 @@ struct bt_ws {
 	char fail_reason[128];
 	struct event *tick, *close_tmr, *kick;
 	uint64_t last_rx_ms, last_ping_ms;
+	uint64_t tx_bytes; /* server: bytes the socket took from the output buffer */
 	char peer[64];
 	/* client */
 	char *host, *host_hdr, *path, *ua;
@@ -638,6 +639,31 @@ static void client_handshake(struct bt_ws *ws)
 		ws->cbs.on_open(ws, ws->arg);
 }
 
+/* Counts what leaves the output buffer (written to the socket): bt_ws_tx_bytes. */
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct bt_ws *ws = arg;
+	ws->tx_bytes += info->n_deleted;
+}
+
+uint64_t bt_ws_tx_bytes(const struct bt_ws *ws)
+{
+	return ws ? ws->tx_bytes : 0;
+}
+
+void bt_ws_set_drain_lowat(struct bt_ws *ws, size_t lowat)
+{
+	if (!ws || ws->drain_lowat == lowat)
+		return;
+	ws->drain_lowat = lowat;
+	if (ws->bev && ws->state == ST_OPEN) {
+		size_t lw = lowat < OUT_CAP / 2 ? lowat : OUT_CAP / 2;
+		bufferevent_setwatermark(ws->bev, EV_WRITE, lw, 0);
+	}
+	if (bt_ws_outq(ws) > lowat)
+		ws->want_drain = true;
+}
+
 struct bt_ws *bt_ws_server_new(struct event_base *base, struct bufferevent *bev, const char *peer,
 			       const struct bt_ws_cbs *cbs, void *arg, const struct bt_ws_opts *o)
 {
@@ -649,6 +675,7 @@ struct bt_ws *bt_ws_server_new(struct event_base *base, struct bufferevent *bev,
 	ws->bev = bev;
 	snprintf(ws->peer, sizeof ws->peer, "%s", peer ? peer : "");
 	bufferevent_setcb(bev, read_cb, write_cb, event_cb, ws);
+	evbuffer_add_cb(bufferevent_get_output(bev), out_cb, ws);
 	if (ws_open(ws) != 0) {
 		ws_free(ws);
 		return NULL;

@@ -113,6 +113,10 @@ int bt_ws_send_ref(struct bt_ws *ws, const void *frame, size_t n, bt_ws_release_
 int bt_ws_send_ref_ok(const struct bt_ws *ws);
 /* Bytes queued (wslay queue + bufferevent output). */
 size_t bt_ws_outq(const struct bt_ws *ws);
+/* Server side: bytes written to the socket so far (a peer that reads makes it grow). */
+uint64_t bt_ws_tx_bytes(const struct bt_ws *ws);
+/* Changes the on_drain threshold (bytes) of an open connection. */
+void bt_ws_set_drain_lowat(struct bt_ws *ws, size_t lowat);
 /* Graceful close (reason borrowed, cut at 123 bytes); on_close follows later, bounded by BT_WS_CLOSE_TIMEOUT_S.
    Calling it again, or after the peer started closing, does nothing. */
 void bt_ws_close(struct bt_ws *ws, int code, const char *reason);

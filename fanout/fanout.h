@@ -5,7 +5,7 @@
  *	One fanout process serves the public port (shared with the other N-1 fanouts through
  *	SO_REUSEPORT): subscribeRepos consumers (fanout_sub.c), the XRPC routes and
  *	requestCrawl forwarding (fanout_xrpc.c), the sync read queries (fanout_repo.c),
- *	/_health and /metrics (fanout_health.c).
+ *	/_health (fanout_health.c), /metrics on RELAY_METRICS_LISTEN (fanout_metrics.c).
  *	Everything runs on one libevent loop in one thread, except the requestCrawl workers,
  *	which only ever touch their own job and talk to the loop through pipes.
  *
@@ -21,6 +21,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "bt_pipe.h"
 
 struct event_base;
 struct bt_ring;
@@ -60,6 +62,11 @@ void fan_sub_on_bell(void);
 void fan_sub_close_all(int code, const char *reason);
 /* Consumers still connected (their on_close has not run yet). */
 unsigned fan_sub_count(void);
+/* From the tick, at most once a second: closes consumers whose output did not drain for
+   RELAY_CONSUMER_READ_TIMEOUT (READ_TIMEOUTS) and sets QUEUED_BYTES. */
+void fan_sub_watch(void);
+/* This process's consumers (at most max) as a JSON array for /admin/consumers/list (new reference). */
+json_t *fan_sub_table(size_t max);
 /* Frees the shared read buffer (after the last consumer is gone). */
 void fan_sub_fini(void);
 
@@ -70,6 +77,7 @@ struct fan_frame {
 	struct fan_chunk *chunk;
 	const uint8_t *p;
 	size_t n, hl;
+	uint64_t commit_ms; /* wall clock of the store's write (its commit log), 0 if unknown */
 };
 /* The frame of the ring record at pos (seq and len from bt_bcast_peek), framed on first use and
    shared afterwards; *out borrowed until the next call.  0, or bt_bcast_read's error, -ENOMEM. */
@@ -118,10 +126,43 @@ void fan_admin_handle(struct bt_http_req *req, const char *path);
 /* True when req carries the admin credentials (never when no password is set). */
 bool fan_admin_authorized(const struct bt_http_req *req);
 
+/* ---- fanout_conslist.c ---- */
+/* GET /admin/consumers/list: every fanout's consumers (asked through shared memory).  Ends req. */
+void fan_conslist_route(struct bt_http_req *req);
+/* From the tick: writes this fanout's consumer table when another fanout asked for it. */
+void fan_conslist_tick(void);
+
 /* ---- fanout_repo.c ---- */
 /* Answers the sync read query nsid (listHosts, getHostStatus, listRepos, getRepoStatus,
    getLatestCommit, getRepo) from the RocksDB view and returns true; false if nsid is not one. */
 bool fan_repo_handle(struct bt_http_req *req, const char *nsid);
+
+/* ---- fanout_cov.c ---- */
+struct fan_cov_host {
+	char host[BT_HOST_MAX];
+	uint32_t status;   /* enum bt_host_status */
+	uint64_t last_ms;  /* wall clock of its last committed event, 0 = none */
+	uint64_t n_events; /* events committed */
+};
+struct fan_cov {
+	struct fan_cov_host *hosts; /* by n_events, most first */
+	size_t n;
+	unsigned active, recent;    /* RELAY_COVERAGE_LOOKBACK / RELAY_COVERAGE_WINDOW */
+	uint64_t newest_ms;         /* newest last_ms of any host */
+	uint64_t at_ms;             /* wall clock of the snapshot */
+};
+/* The host snapshot from the store's host records, refreshed at most once a second. */
+const struct fan_cov *fan_cov_get(void);
+/* 1 when coverage is below RELAY_COVERAGE_MIN_PERCENT, with the reason in why; 0 otherwise. */
+int fan_cov_degraded(char *why, size_t cap);
+
+/* ---- fanout_metrics.c ---- */
+/* Answers GET/HEAD /metrics on the metrics listener (Prometheus text); anything else 404. */
+void fan_metrics_handle(struct bt_http_req *req, void *arg);
+/* Answers /metrics (Prometheus text). */
+void fan_metrics_respond(struct bt_http_req *req);
+/* The store's stats page (commit log), NULL if absent. */
+struct bt_stats_page *fan_store_page(void);
 
 /* ---- fanout_health.c ---- */
 /* Samples every stage's progress counter (from the 200 ms timer) for stuck-ring detection. */
@@ -130,7 +171,5 @@ void fan_health_sample(void);
 int fan_health_check(char *why, size_t cap);
 /* Answers /_health. */
 void fan_health_respond(struct bt_http_req *req);
-/* Answers /metrics (Prometheus text). */
-void fan_metrics_respond(struct bt_http_req *req);
 
 #endif

@@ -360,6 +360,7 @@ static const struct route routes[] = {
 	{ "GET", "/admin/subs/listDomainBans", subs_list_domain_bans },
 	{ "POST", "/admin/subs/banDomain", subs_ban_domain },
 	{ "POST", "/admin/subs/unbanDomain", subs_unban_domain },
+	{ "GET", "/admin/consumers/list", fan_conslist_route }, /* fanout_conslist.c */
 };
 
 void fan_admin_handle(struct bt_http_req *req, const char *path)

@@ -140,7 +140,8 @@ int fan_frame_get(struct bt_ring *ring, uint64_t pos, uint64_t seq, size_t len, 
 		chunk_unref(sl->f.chunk);
 	c->refs++;
 	sl->seq = seq;
-	sl->f = (struct fan_frame){ .chunk = c, .p = p, .n = hl + len, .hl = hl };
+	sl->f = (struct fan_frame){ .chunk = c, .p = p, .n = hl + len, .hl = hl,
+				    .commit_ms = bt_commit_log_ms(fan_store_page(), seq) };
 	*out = &sl->f;
 	return 0;
 }

@@ -1,6 +1,6 @@
 /*
  * NAME
- *	fanout_health - /_health that fails when events stop flowing, and /metrics
+ *	fanout_health - /_health that fails when events stop flowing, degraded on low coverage
  * DESCRIPTION
  *	Lesson 10: health is not "the HTTP thread is alive".  /_health (and /xrpc/_health)
  *	answer 200 {"status":"ok"} only when every stage of the pipeline (ingest, store, each
@@ -10,14 +10,14 @@
  *	Progress counters are sampled from the 200 ms timer (fan_health_sample) so a stuck
  *	ring is noticed whether or not anyone asks.
  *
- *	/metrics prints every stage's counters and drop counts in the Prometheus text format,
- *	labelled role and index, plus heartbeat age, progress and ring fill.
+ *	When the pipeline is healthy but fewer than RELAY_COVERAGE_MIN_PERCENT of the active
+ *	upstream hosts delivered within RELAY_COVERAGE_WINDOW (fanout_cov.c), the answer is 200
+ *	{"status":"degraded","reason":"..."}.  /metrics is fanout_metrics.c's.
  *
  *	Reads only: stats pages have one writer each (their stage); values are atomics.
  * DIAGNOSTICS
  *	Unhealthy: 503 {"status":"unhealthy","reason":"..."} naming the first problem found.
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,8 +130,16 @@ int fan_health_check(char *why, size_t cap)
 
 void fan_health_respond(struct bt_http_req *req)
 {
-	char why[256];
+	char why[512];
 	if (fan_health_check(why, sizeof why)) {
+		if (fan_cov_degraded(why, sizeof why)) {
+			/* flowing, but not from enough of the network: 200, so a load balancer keeps it,
+			   with a status an alert can match */
+			json_t *d = json_pack("{s:s, s:s}", "status", "degraded", "reason", why);
+			fan_xrpc_json(req, 200, d);
+			BT_LOG_EVERY(BT_LOG_WARN, "degraded: %s", why);
+			return;
+		}
 		bt_http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
 		return;
 	}
@@ -144,109 +152,4 @@ void fan_health_respond(struct bt_http_req *req)
 		bt_http_respond(req, 503, "application/json", "{\"status\":\"unhealthy\"}", 22);
 	free(txt);
 	BT_LOG_EVERY(BT_LOG_WARN, "unhealthy: %s", why);
-}
-
-static const char *stat_doc[] = {
-#define X(n, d) d,
-	BT_STATS(X)
-#undef X
-};
-
-static bool stat_is_gauge(enum bt_stat s)
-{
-	return s == BT_STAT_LAST_SEQ || s == BT_STAT_CONSUMERS || s == BT_STAT_WAITING || s == BT_STAT_HOSTS;
-}
-
-static void lower(char *dst, const char *src, size_t cap)
-{
-	size_t i = 0;
-	for (; src[i] && i + 1 < cap; i++)
-		dst[i] = (char)tolower((unsigned char)src[i]);
-	dst[i] = 0;
-}
-
-void fan_metrics_respond(struct bt_http_req *req)
-{
-	char *out = NULL;
-	size_t outn = 0;
-	FILE *f = open_memstream(&out, &outn);
-	if (!f) {
-		fan_xrpc_error(req, 500, "InternalServerError", "out of memory");
-		return;
-	}
-	uint64_t now = bt_now_ms();
-	struct stage st[N_SLOTS];
-	int n = stages(st, N_SLOTS);
-	struct bt_stats_page *pg[N_SLOTS];
-	for (int i = 0; i < n; i++)
-		pg[i] = page_of(st[i].slot);
-	char name[64];
-
-	fprintf(f, "# HELP baton_up 1 when the stage has a pid and a fresh heartbeat\n# TYPE baton_up gauge\n");
-	for (int i = 0; i < n; i++) {
-		if (!pg[i])
-			continue;
-		int32_t pid = atomic_load(&pg[i]->pid);
-		uint64_t hb = atomic_load(&pg[i]->heartbeat_ms);
-		int up = pid > 0 && hb <= now && now - hb < (uint64_t)bt_cfg.heartbeat_timeout * 1000u;
-		fprintf(f, "baton_up{role=\"%s\",index=\"%d\"} %d\n", bt_role_name(st[i].role), st[i].index, up);
-	}
-	fprintf(f, "# HELP baton_heartbeat_age_seconds time since the stage's last loop turn\n"
-		   "# TYPE baton_heartbeat_age_seconds gauge\n");
-	for (int i = 0; i < n; i++) {
-		if (!pg[i] || atomic_load(&pg[i]->pid) <= 0)
-			continue;
-		uint64_t hb = atomic_load(&pg[i]->heartbeat_ms);
-		fprintf(f, "baton_heartbeat_age_seconds{role=\"%s\",index=\"%d\"} %.3f\n", bt_role_name(st[i].role),
-			st[i].index, hb <= now ? (double)(now - hb) / 1000.0 : 0.0);
-	}
-	fprintf(f, "# HELP baton_progress_total input consumed by the stage\n# TYPE baton_progress_total counter\n");
-	for (int i = 0; i < n; i++)
-		if (pg[i])
-			fprintf(f, "baton_progress_total{role=\"%s\",index=\"%d\"} %llu\n", bt_role_name(st[i].role),
-				st[i].index, (unsigned long long)atomic_load(&pg[i]->progress));
-	for (int s = 0; s < BT_STAT__COUNT; s++) {
-		lower(name, bt_stat_name((enum bt_stat)s), sizeof name);
-		bool g = stat_is_gauge((enum bt_stat)s);
-		fprintf(f, "# HELP baton_%s%s %s\n# TYPE baton_%s%s %s\n", name, g ? "" : "_total", stat_doc[s], name,
-			g ? "" : "_total", g ? "gauge" : "counter");
-		for (int i = 0; i < n; i++)
-			if (pg[i])
-				fprintf(f, "baton_%s%s{role=\"%s\",index=\"%d\"} %llu\n", name, g ? "" : "_total",
-					bt_role_name(st[i].role), st[i].index,
-					(unsigned long long)bt_stat_get(pg[i], (enum bt_stat)s));
-	}
-	fprintf(f, "# HELP baton_drops_total frames dropped, by reason\n# TYPE baton_drops_total counter\n");
-	for (int i = 0; i < n; i++) {
-		if (!pg[i])
-			continue;
-		for (int d = 1; d < BT_DROP__COUNT; d++) {
-			lower(name, bt_drop_name((enum bt_drop)d), sizeof name);
-			fprintf(f, "baton_drops_total{role=\"%s\",index=\"%d\",reason=\"%s\"} %llu\n",
-				bt_role_name(st[i].role), st[i].index, name,
-				(unsigned long long)atomic_load_explicit(&pg[i]->drops[d], memory_order_relaxed));
-		}
-	}
-	fprintf(f, "# HELP baton_ring_used_bytes bytes waiting in a pipeline ring\n# TYPE baton_ring_used_bytes gauge\n");
-	for (int k = 0; k < bt_proc.K; k++) {
-		struct bt_ring *ri = bt_shm_ring(bt_proc.shm, bt_pipe_ring_in(k));
-		struct bt_ring *ro = bt_shm_ring(bt_proc.shm, bt_pipe_ring_out(bt_proc.K, k));
-		if (ri)
-			fprintf(f, "baton_ring_used_bytes{ring=\"ingest_verify\",index=\"%d\"} %zu\n", k, bt_ring_used(ri));
-		if (ro)
-			fprintf(f, "baton_ring_used_bytes{ring=\"verify_store\",index=\"%d\"} %zu\n", k, bt_ring_used(ro));
-	}
-	fprintf(f, "# HELP baton_bcast_last_seq newest seq on the broadcast ring\n# TYPE baton_bcast_last_seq gauge\n"
-		   "baton_bcast_last_seq %llu\n",
-		(unsigned long long)bt_bcast_last_seq(fan.ring));
-	char why[256];
-	int ok = fan_health_check(why, sizeof why);
-	fprintf(f, "# HELP baton_healthy 1 when /_health answers 200\n# TYPE baton_healthy gauge\nbaton_healthy %d\n", ok);
-	if (fclose(f) != 0 || !out) {
-		free(out);
-		fan_xrpc_error(req, 500, "InternalServerError", "out of memory");
-		return;
-	}
-	bt_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out, outn);
-	free(out);
 }

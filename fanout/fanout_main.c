@@ -3,7 +3,7 @@
  *	baton-fanout - consumers, cursor replay and the public HTTP port (one of N)
  * DESCRIPTION
  *	Starts through bt_proc_init, listens on RELAY_API_BIND with SO_REUSEPORT so the N
- *	fanout processes share the port, and runs one libevent loop: the HTTP server
+ *	fanout processes share the port (and on RELAY_METRICS_LISTEN for /metrics, the same way), and runs one libevent loop: the HTTP server
  *	(fanout_xrpc.c), the consumers (fanout_sub.c), a bell watch on the broadcast ring
  *	(paused while there is no consumer) and a 200 ms timer that stamps the heartbeat, samples the pipeline for /_health,
  *	opens the read-only RocksDB view once the store has created it, and notices
@@ -46,25 +46,26 @@
 struct fan fan;
 
 static struct event *tick_ev;
+static struct bt_http_server *metrics_http; /* RELAY_METRICS_LISTEN, NULL when off */
 static struct bt_bell_watch *bell;
 static uint64_t stop_deadline_ms;
 static uint64_t db_next_try_ms;
 static bool db_missing_logged;
 
 /* Creates the shared listening socket; exits 2 on failure (configuration error). */
-static int listen_public(const char *bind_s)
+static int listen_public(const char *env, const char *bind_s)
 {
 	char host[256], port[16];
 	int pn = bt_lock_parse_bind(bind_s, host, sizeof host, port, sizeof port);
 	if (pn < 0)
-		bt_die_config("RELAY_API_BIND=%s: expected [host]:port", bind_s);
-	/* SO_REUSEPORT would let us join another relay's fanouts on this port: its supervisor holds
-	   the port lock (bt_lock.h), ours does when it is the holder. */
-	pid_t owner = pn ? bt_lock_port_holder(pn) : 0;
+		bt_die_config("%s=%s: expected [host]:port", env, bind_s);
+	/* SO_REUSEPORT would let us join another relay's fanouts on the public port: its supervisor
+	   holds the port lock (bt_lock.h), ours does when it is the holder. */
+	pid_t owner = pn && !strcmp(env, "RELAY_API_BIND") ? bt_lock_port_holder(pn) : 0;
 	pid_t ours = (pid_t)atomic_load(&((struct bt_sup_page *)bt_shm_page(bt_proc.shm, 0))->pid);
 	if (owner > 0 && owner != ours)
-		bt_die_config("RELAY_API_BIND %s: port %d is served by another baton (pid %d), not by this relay's "
-			      "supervisor (pid %d)", bind_s, pn, (int)owner, (int)ours);
+		bt_die_config("%s %s: port %d is served by another baton (pid %d), not by this relay's "
+			      "supervisor (pid %d)", env, bind_s, pn, (int)owner, (int)ours);
 	struct addrinfo hints, *res = NULL;
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = host[0] ? AF_UNSPEC : AF_INET;
@@ -72,7 +73,7 @@ static int listen_public(const char *bind_s)
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
 	if (rc != 0 || !res)
-		bt_die_config("RELAY_API_BIND=%s: %s", bind_s, gai_strerror(rc));
+		bt_die_config("%s=%s: %s", env, bind_s, gai_strerror(rc));
 	int fd = -1, err = 0;
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -163,6 +164,7 @@ static void begin_stop(void)
 	fan.stopping = true;
 	BT_INFO("stopping: closing %u consumers", fan_sub_count());
 	bt_http_server_free(&fan.http);
+	bt_http_server_free(&metrics_http);
 	fan_sub_close_all(1012, "service restart");
 	stop_deadline_ms = bt_now_ms() + (BT_WS_CLOSE_TIMEOUT_S + 2) * 1000u;
 }
@@ -186,6 +188,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	fan_health_sample();
 	note_progress();
+	fan_sub_watch();
+	fan_conslist_tick();
 	if (!fan.db && now >= db_next_try_ms) {
 		db_next_try_ms = now + 500;
 		if (fan_db_ensure() == 0)
@@ -213,12 +217,21 @@ int main(int argc, char **argv)
 	fan.seen_seq = bt_bcast_last_seq(fan.ring);
 	bt_ctl_context(); /* created here, before the requestCrawl workers share it */
 
-	int lfd = listen_public(bt_cfg.api_bind);
+	int lfd = listen_public("RELAY_API_BIND", bt_cfg.api_bind);
 	struct bt_http_limits lim = { .max_header = 16384, .max_body = 65536, .read_timeout_s = 30,
 				      .server_hdr = fan.server_hdr };
 	fan.http = bt_http_server_new(fan.base, lfd, &lim, fan_xrpc_handle, NULL);
 	if (!fan.http)
 		bt_die_config("cannot start the HTTP server");
+	if (bt_cfg.metrics_listen[0]) {
+		/* every fanout shares it (SO_REUSEPORT): each answers the same page from shared memory */
+		struct bt_http_limits ml = { .max_header = 8192, .max_body = 0, .read_timeout_s = 30,
+					     .server_hdr = fan.server_hdr };
+		metrics_http = bt_http_server_new(fan.base, listen_public("RELAY_METRICS_LISTEN", bt_cfg.metrics_listen),
+						  &ml, fan_metrics_handle, NULL);
+		if (!metrics_http)
+			bt_die_config("cannot start the metrics listener");
+	}
 	if (fan_xrpc_init() < 0)
 		bt_die_config("cannot start the requestCrawl workers");
 	fan_db_ensure();

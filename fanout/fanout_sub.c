@@ -37,13 +37,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "bt_buf.h"
 #include "bt_db.h"
 #include "bt_fh.h"
 #include "bt_http.h"
 #include "bt_log.h"
+#include "bt_params.h"
 #include "bt_pipe.h"
 #include "bt_proc.h"
 #include "bt_shm.h"
@@ -75,6 +79,15 @@ struct fan_sub {
 	int close_code;
 	const char *close_reason; /* static string */
 	uint64_t close_deadline_ms;
+	/* for /admin/consumers/list and the read deadline */
+	char ip[64];
+	char ua[160];
+	uint64_t cursor;    /* the cursor asked for (has_cursor) */
+	bool has_cursor;
+	uint64_t since_ms;  /* wall clock of the connect */
+	uint64_t tx_seen;   /* bt_ws_tx_bytes at the last watch */
+	uint64_t moved_ms;  /* monotonic: last watch that saw the output drain (or empty) */
+	size_t lowat;       /* drain threshold set on the connection */
 };
 
 static struct fan_sub *subs;
@@ -85,6 +98,32 @@ static struct event *linger_ev;
 static uint64_t max_sent;
 
 static void pump(struct fan_sub *s);
+
+#define SUB_MIN_SHARE ((size_t)64 << 10) /* a consumer always gets at least this much queue */
+
+/* The high-water mark of one consumer: its share of RELAY_CONSUMER_BUFFER_MB among the
+   consumers of this process, at most SUB_HIWAT.  Above it, the pump stops; the consumer is
+   resumed by on_drain and reads what it missed from the ring or RocksDB, so the output held
+   for all consumers together stays within the budget (plus one event each). */
+static size_t share(void)
+{
+	size_t budget = (size_t)bt_cfg.consumer_buffer_mb << 20;
+	size_t sh = n_subs ? budget / n_subs : budget;
+	if (sh > SUB_HIWAT)
+		sh = SUB_HIWAT;
+	return sh < SUB_MIN_SHARE ? SUB_MIN_SHARE : sh;
+}
+
+/* Keeps the connection's on_drain threshold below its share (a quarter of it, at most
+   SUB_LOWAT), so a consumer held at its share is resumed when it has read. */
+static void fit_lowat(struct fan_sub *s, size_t sh)
+{
+	size_t lw = sh / 4 < SUB_LOWAT ? sh / 4 : SUB_LOWAT;
+	if (lw != s->lowat) {
+		s->lowat = lw;
+		bt_ws_set_drain_lowat(s->ws, lw);
+	}
+}
 
 /* Closes a kicked consumer once its queue (ending with the error frame) has been written out.
    wslay sends a queued close frame ahead of queued data messages and nothing after it, so an
@@ -200,6 +239,10 @@ static int send_frame(struct fan_sub *s, struct run *r, uint64_t seq, const stru
 	} else if (bt_ws_send(s->ws, BT_WS_BINARY, f->p + f->hl, f->n - f->hl) < 0) {
 		s->closing = true;
 		return -EPIPE;
+	}
+	if (f->commit_ms) {
+		uint64_t now = bt_wall_ms();
+		bt_hist_observe(bt_proc.stats, BT_HIST_COMMIT_SEND_MS, now > f->commit_ms ? now - f->commit_ms : 0);
 	}
 	sent(s, seq, false);
 	return 0;
@@ -332,7 +375,7 @@ static int scan_cb(void *arg, const char *k, size_t kn, const char *v, size_t vn
 	}
 	c->n++;
 	c->bytes += h.frame_len;
-	if (c->n >= DB_BATCH_EVENTS || c->bytes >= DB_BATCH_BYTES || bt_ws_outq(s->ws) >= SUB_HIWAT)
+	if (c->n >= DB_BATCH_EVENTS || c->bytes >= DB_BATCH_BYTES || bt_ws_outq(s->ws) >= share())
 		return 1;
 	return 0;
 }
@@ -357,7 +400,14 @@ static int db_batch(struct fan_sub *s, bool fresh)
 static void pump_run(struct fan_sub *s, struct run *run)
 {
 	bool db_fresh = false, skip_seek = false;
-	while (!s->closing && bt_ws_outq(s->ws) < SUB_HIWAT) {
+	size_t sh = share();
+	fit_lowat(s, sh);
+	while (!s->closing) {
+		if (bt_ws_outq(s->ws) >= sh) {
+			if (sh < SUB_HIWAT)
+				bt_stat_add(bt_proc.stats, BT_STAT_BUDGET_HELD, 1);
+			break;
+		}
 		if (s->in_ring) {
 			uint64_t seq, next;
 			uint32_t type;
@@ -527,12 +577,38 @@ void fan_sub_start(struct bt_http_req *req)
 		fan_db_catch_up(0);
 		future = cursor > newest_seq();
 	}
+	char ip[64];
+	snprintf(ip, sizeof ip, "%s", bt_http_req_peer(req));
+	char *colon = strrchr(ip, ':');
+	if (colon && colon != ip)
+		*colon = 0; /* "ip:port" -> "ip" ("[v6]:port" -> "[v6]") */
+	if (bt_cfg.max_conns_per_ip > 0) {
+		int64_t same = 0;
+		for (struct fan_sub *o = subs; o; o = o->next)
+			if (!strcmp(o->ip, ip))
+				same++;
+		if (same >= bt_cfg.max_conns_per_ip) {
+			bt_stat_add(bt_proc.stats, BT_STAT_IP_REFUSED, 1);
+			BT_LOG_EVERY(BT_LOG_INFO, "consumer from %s refused: %lld connections (RELAY_MAX_CONNS_PER_IP)", ip,
+				     (long long)same);
+			fan_xrpc_error(req, 429, "RateLimitExceeded", "too many subscribeRepos connections from this address");
+			return;
+		}
+	}
 	struct fan_sub *s = calloc(1, sizeof *s);
 	if (!s) {
 		fan_xrpc_error(req, 503, "InternalServerError", "out of memory");
 		return;
 	}
 	s->magic = SUB_MAGIC;
+	memcpy(s->ip, ip, sizeof s->ip);
+	const char *ua = bt_http_req_header(req, "User-Agent");
+	snprintf(s->ua, sizeof s->ua, "%s", ua ? ua : "");
+	s->cursor = cursor;
+	s->has_cursor = has_cursor;
+	s->since_ms = bt_wall_ms();
+	s->moved_ms = bt_now_ms();
+	s->lowat = SUB_LOWAT;
 	static const struct bt_ws_cbs cbs = { .on_msg = on_msg, .on_close = on_close, .on_drain = on_drain };
 	struct bt_ws_opts o = { .max_msg = 65536, .ping_interval_s = 30, .idle_timeout_s = 120,
 				.drain_lowat = SUB_LOWAT, .server_hdr = fan.server_hdr };
@@ -621,6 +697,63 @@ void fan_sub_close_all(int code, const char *reason)
 unsigned fan_sub_count(void)
 {
 	return n_subs;
+}
+
+void fan_sub_watch(void)
+{
+	static uint64_t last;
+	uint64_t now = bt_now_ms();
+	if (now - last < 1000)
+		return;
+	last = now;
+	uint64_t limit = (uint64_t)bt_cfg.consumer_read_timeout * 1000u, queued = 0;
+	for (struct fan_sub *s = subs, *nx; s; s = nx) {
+		nx = s->next;
+		size_t q = bt_ws_outq(s->ws);
+		queued += q;
+		uint64_t tx = bt_ws_tx_bytes(s->ws);
+		if (q == 0 || tx != s->tx_seen) {
+			s->tx_seen = tx;
+			s->moved_ms = now;
+			continue;
+		}
+		if (s->closing || now - s->moved_ms < limit)
+			continue;
+		/* Its queue has not moved for the whole deadline: it answers pings (or not), but it
+		   does not read.  A graceful close, dropped by bt_ws after its close timeout. */
+		bt_stat_add(bt_proc.stats, BT_STAT_READ_TIMEOUTS, 1);
+		BT_LOG_EVERY(BT_LOG_INFO, "consumer %s closed: %zu bytes queued, none read for %llds", bt_ws_peer(s->ws), q,
+			     (long long)bt_cfg.consumer_read_timeout);
+		s->closing = true;
+		s->close_pending = false;
+		bt_ws_close(s->ws, 1008, "ConsumerTooSlow");
+	}
+	bt_stat_set(bt_proc.stats, BT_STAT_QUEUED_BYTES, queued);
+}
+
+json_t *fan_sub_table(size_t max)
+{
+	json_t *arr = json_array();
+	uint64_t newest = bt_bcast_last_seq(fan.ring);
+	size_t n = 0;
+	for (struct fan_sub *s = subs; s && n < max; s = s->next, n++) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:b, s:i}", "address", bt_ws_peer(s->ws),
+				      "ip", s->ip, "userAgent", s->ua, "seq", (json_int_t)s->after, "lag",
+				      (json_int_t)(newest > s->after ? newest - s->after : 0), "bytesQueued",
+				      (json_int_t)bt_ws_outq(s->ws), "connectedAtMs", (json_int_t)s->since_ms, "live",
+				      s->in_ring, "fanout", bt_proc.index);
+		if (!o)
+			continue;
+		json_object_set_new(o, "cursor", s->has_cursor ? json_integer((json_int_t)s->cursor) : json_null());
+		char ts[32];
+		time_t t = (time_t)(s->since_ms / 1000);
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		json_object_set_new(o, "connectedAt", json_string(ts));
+		json_array_append_new(arr, o);
+	}
+	return arr;
 }
 
 void fan_sub_fini(void)

@@ -4,8 +4,10 @@
  * DESCRIPTION
  *	Routes: subscribeRepos (fanout_sub.c), requestCrawl (forwarded to the ingest process
  *	over ZeroMQ), the sync read queries listHosts, getHostStatus, listRepos, getRepoStatus,
- *	getLatestCommit and getRepo (fanout_repo.c), /_health and /xrpc/_health, /metrics
- *	(fanout_health.c), GET / (banner).
+ *	getLatestCommit and getRepo (fanout_repo.c), /_health and /xrpc/_health
+ *	(fanout_health.c), GET / (banner); HEAD for /, /_health and /xrpc/_health.  /metrics is
+ *	on its own listener (fanout_metrics.c), not here.  XRPC GETs and requestCrawl carry
+ *	Access-Control-Allow-Origin: *, and OPTIONS on /xrpc/ answers the CORS preflight.
  *	Other /xrpc/ methods answer 501 MethodNotImplemented, anything else 404 NotFound.
  *	Every answer carries the Server header (set once on the HTTP server).
  *
@@ -214,11 +216,31 @@ static void banner(struct bt_http_req *req)
 	bt_http_respond(req, 200, "text/plain; charset=utf-8", b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
 }
 
+#define CORS_HDR "Access-Control-Allow-Origin: *\r\n"
+
+/* CORS preflight (indigo PR 1344): XRPC GETs and the requestCrawl POST may be called from a browser. */
+static void preflight(struct bt_http_req *req)
+{
+	bt_http_respond_hdr(req, 204, NULL,
+			    CORS_HDR "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS\r\n"
+				     "Access-Control-Allow-Headers: Content-Type, Authorization, Atproto-Proxy\r\n"
+				     "Access-Control-Max-Age: 86400\r\n",
+			    NULL, 0);
+}
+
 void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 {
 	const char *m = bt_http_req_method(req);
 	const char *p = bt_http_req_path(req);
-	bool get = !strcmp(m, "GET");
+	bool head = !strcmp(m, "HEAD");
+	bool get = !strcmp(m, "GET") || head; /* HEAD: the GET answer without its body (bt_http) */
+	bool xrpc = !strncmp(p, "/xrpc/", 6);
+	if (xrpc && !strcmp(m, "OPTIONS")) {
+		preflight(req);
+		return;
+	}
+	if (xrpc && (get || !strcmp(p, "/xrpc/com.atproto.sync.requestCrawl")))
+		bt_http_req_add_headers(req, CORS_HDR);
 	if (!strcmp(p, "/xrpc/com.atproto.sync.subscribeRepos")) {
 		if (!strcmp(m, "GET"))
 			fan_sub_start(req);
@@ -231,15 +253,15 @@ void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 			fan_xrpc_error(req, 405, "MethodNotAllowed", "requestCrawl is a POST");
 	} else if (get && (!strcmp(p, "/_health") || !strcmp(p, "/xrpc/_health"))) {
 		fan_health_respond(req);
-	} else if (get && !strcmp(p, "/metrics")) {
-		fan_metrics_respond(req);
 	} else if (!strncmp(p, "/admin/", 7)) {
 		fan_admin_handle(req, p); /* fanout_admin.c: HTTP Basic or bearer, RELAY_ADMIN_PASSWORD */
 	} else if (get && !strcmp(p, "/")) {
 		banner(req);
-	} else if (!strncmp(p, "/xrpc/", 6) && fan_repo_handle(req, p + 6)) {
+	} else if (xrpc && !head && fan_repo_handle(req, p + 6)) {
 		/* answered from the RocksDB view (fanout_repo.c) */
-	} else if (!strncmp(p, "/xrpc/", 6)) {
+	} else if (xrpc && head) {
+		fan_xrpc_error(req, 405, "MethodNotAllowed", "HEAD is answered for /, /_health and /xrpc/_health");
+	} else if (xrpc) {
 		fan_xrpc_error(req, 501, "MethodNotImplemented", "this relay does not serve that method");
 	} else {
 		fan_xrpc_error(req, 404, "NotFound", NULL);

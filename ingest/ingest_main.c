@@ -172,6 +172,7 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 	struct bt_fh_peek pk;
 	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_IN, 1);
 	bt_stat_add(bt_proc.stats, BT_STAT_BYTES_IN, n);
+	bt_hist_observe(bt_proc.stats, BT_HIST_EVENT_BYTES, n);
 	bt_proc_progress(1);
 	if (opcode != BT_WS_BINARY || bt_fh_peek(p, n, &pk) < 0) {
 		bt_stat_add(bt_proc.stats, BT_STAT_BAD_FRAMES, 1);

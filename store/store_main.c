@@ -60,6 +60,7 @@ static struct bt_ring *bcast;
 struct pend_ev {
 	uint64_t seq;
 	size_t off, len; /* frame bytes in evbuf */
+	uint64_t recv_ms; /* ingest's wall clock (EMIT_COMMIT_MS) */
 };
 static struct pend_ev evs[MAX_BATCH];
 static size_t n_evs;
@@ -287,6 +288,7 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		evs[n_evs].seq = seq;
 		evs[n_evs].off = at;
 		evs[n_evs].len = evbuf.len - at;
+		evs[n_evs].recv_ms = v->recv_ms;
 		n_evs++;
 		apply_account(v, seq);
 		if (v->ev == BT_EV_IDENTITY)
@@ -375,6 +377,14 @@ static void publish_one(uint64_t seq, const void *p, size_t n)
 
 static void publish(void)
 {
+	if (n_evs) {
+		/* written: the latency histogram and the commit log the fanouts time their sends by */
+		uint64_t ms = bt_wall_ms();
+		for (size_t i = 0; i < n_evs; i++)
+			bt_hist_observe(bt_proc.stats, BT_HIST_EMIT_COMMIT_MS,
+					ms > evs[i].recv_ms ? ms - evs[i].recv_ms : 0);
+		bt_commit_log_push(bt_proc.stats, evs[n_evs - 1].seq, ms);
+	}
 	for (size_t i = 0; i < n_evs; i++)
 		publish_one(evs[i].seq, evbuf.p + evs[i].off, evs[i].len);
 	if (n_evs)

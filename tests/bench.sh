@@ -102,7 +102,7 @@ start_relay() {
 	while [ "$API_PORT" -ge "$PDS_PORT" ] && [ "$API_PORT" -lt $((PDS_PORT + HOSTS)) ]; do API_PORT=$(pick_port); done
 	mkdir -p "$T/$name.data" "$SHM_BASE/$name.shm"
 	RELAY_DATA_DIR="$T/$name.data" RELAY_SHM_DIR="$SHM_BASE/$name.shm" RELAY_NAME="bench$$$name" \
-		RELAY_API_BIND="127.0.0.1:$API_PORT" RELAY_PLC_HOST="http://127.0.0.1:$PDS_PORT" \
+		RELAY_API_BIND="127.0.0.1:$API_PORT" RELAY_METRICS_LISTEN= RELAY_PLC_HOST="http://127.0.0.1:$PDS_PORT" \
 		RELAY_ALLOW_INSECURE_HOSTS=true RELAY_LOG_LEVEL=warn RELAY_VERIFY_PROCS="$KPROCS" \
 		RELAY_NEW_HOSTS_PER_DAY_LIMIT=1000000 env ${RELAY_EXTRA_ENV:-} \
 		"$BUILD/baton" >"$T/$name.baton.log" 2>&1 &

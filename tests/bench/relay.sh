@@ -55,7 +55,7 @@ done
 relay_start() {
 	API_PORT=$(free_port)
 	mkdir -p "$T/data" "$T/shm"
-	env RELAY_DATA_DIR="$T/data" RELAY_SHM_DIR="$T/shm" RELAY_NAME="bt$$" RELAY_API_BIND="127.0.0.1:$API_PORT" \
+	env RELAY_DATA_DIR="$T/data" RELAY_SHM_DIR="$T/shm" RELAY_NAME="bt$$" RELAY_API_BIND="127.0.0.1:$API_PORT" RELAY_METRICS_LISTEN= \
 		RELAY_PLC_HOST="http://127.0.0.1:${PDS_PORT:-1}" RELAY_ALLOW_INSECURE_HOSTS=true RELAY_LOG_LEVEL=warn \
 		"$@" "$BUILD/baton" >>"$T/baton.log" 2>&1 &
 	SUP_PID=$!

@@ -66,8 +66,11 @@ const SCENARIO_TIMEOUT_MS = {
   admin: 150000,
   hostile_up: 200000,
   hostile_down: 150000,
+  metrics: 75000,
+  coverage: 120000,
+  consumers: 180000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down', 'metrics', 'coverage', 'consumers']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1300) * 1000
 
 let passed = 0

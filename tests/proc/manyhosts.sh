@@ -12,7 +12,7 @@ T=$(mktemp -d /tmp/baton-many.XXXXXX)
 pass=0 fail=0
 check() { if [ "$2" -eq 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=$((fail + 1)); echo "not ok - $1 ${3:-}"; fi; }
 PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-export RELAY_DATA_DIR=$T/data RELAY_SHM_DIR=$T RELAY_NAME=many$$ RELAY_API_BIND=127.0.0.1:$PORT \
+export RELAY_DATA_DIR=$T/data RELAY_SHM_DIR=$T RELAY_NAME=many$$ RELAY_API_BIND=127.0.0.1:$PORT RELAY_METRICS_LISTEN= \
 	RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_ALLOW_INSECURE_HOSTS=true RELAY_VERIFY_PROCS=2 RELAY_FANOUT_PROCS=2 \
 	RELAY_RING_MB=32 RELAY_BCAST_RING_MB=32
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$PORT/_health")" = 200 ]; }

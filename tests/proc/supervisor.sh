@@ -20,7 +20,7 @@ check() { # name condition-exit-code [detail]
 # A port nobody listens on now (asked of the kernel), so parallel tests do not collide.
 port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 env_for() { # name
-	echo RELAY_DATA_DIR=$T/$1/data RELAY_SHM_DIR=$T/$1 RELAY_NAME=sup$1$$ RELAY_API_BIND=127.0.0.1:$(port) \
+	echo RELAY_DATA_DIR=$T/$1/data RELAY_SHM_DIR=$T/$1 RELAY_NAME=sup$1$$ RELAY_API_BIND=127.0.0.1:$(port) RELAY_METRICS_LISTEN= \
 		RELAY_VERIFY_PROCS=2 RELAY_FANOUT_PROCS=2 RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_RING_MB=32 \
 		RELAY_BCAST_RING_MB=32 RELAY_HEARTBEAT_TIMEOUT=5
 }

@@ -58,6 +58,7 @@
 
 static char dir[256];
 static int port;
+static int mport; /* RELAY_METRICS_LISTEN of fanout 0..N-1 (shared) */
 #define N_FANOUT 2 /* two processes share the port (SO_REUSEPORT) */
 static pid_t child[N_FANOUT];
 static struct bt_shm *shm;
@@ -354,9 +355,16 @@ static void test_http(void)
 	CHECKF(st == 200, "xrpc health -> %d %s", st, body);
 
 	st = http("GET", "/metrics", NULL, resp, sizeof resp, &body);
+	CHECKF(st == 404, "metrics on the public port -> %d", st);
+	int pub = port;
+	port = mport;
+	st = http("GET", "/metrics", NULL, resp, sizeof resp, &body);
+	port = pub;
 	CHECKF(st == 200, "metrics -> %d", st);
 	CHECK(strstr(body, "baton_frames_out_total{role=\"fanout\",index=\"0\"}") != NULL);
 	CHECK(strstr(body, "baton_drops_total{role=\"verify\",index=\"0\",reason=\"bad_sig\"} 0") != NULL);
+	CHECK(strstr(body, "baton_drops_total{role=\"fanout\"") == NULL);
+	CHECK(strstr(body, "baton_consumers{role=\"ingest\"") == NULL);
 	CHECK(strstr(body, "baton_up{role=\"ingest\",index=\"0\"} 1") != NULL);
 
 	st = http("POST", "/xrpc/com.atproto.sync.requestCrawl", "{\"hostname\":\"good.example\"}", resp, sizeof resp,
@@ -385,7 +393,9 @@ static void test_http(void)
 	st = http("GET", "/_health", NULL, resp, sizeof resp, &body);
 	CHECKF(st == 503, "health with a silent ingest -> %d %s", st, body);
 	CHECK(strstr(body, "unhealthy") != NULL && strstr(body, "ingest") != NULL);
+	port = mport;
 	st = http("GET", "/metrics", NULL, resp, sizeof resp, &body);
+	port = pub;
 	CHECK(strstr(body, "baton_up{role=\"ingest\",index=\"0\"} 0") != NULL);
 	atomic_store(&starve_ingest, false);
 	run_for(300);
@@ -745,6 +755,7 @@ int main(int argc, char **argv)
 	pthread_create(&th, NULL, fake_stages, NULL);
 
 	port = free_port();
+	mport = free_port();
 	for (int i = 0; i < N_FANOUT; i++) {
 		child[i] = fork();
 		if (child[i] == 0) {
@@ -754,6 +765,8 @@ int main(int argc, char **argv)
 			setenv("RELAY_DATA_DIR", dir, 1);
 			snprintf(b, sizeof b, "127.0.0.1:%d", port);
 			setenv("RELAY_API_BIND", b, 1);
+			snprintf(b, sizeof b, "127.0.0.1:%d", mport);
+			setenv("RELAY_METRICS_LISTEN", b, 1);
 			snprintf(b, sizeof b, "%d", i);
 			setenv("BATON_INDEX", b, 1);
 			setenv("RELAY_HEARTBEAT_TIMEOUT", "2", 1);

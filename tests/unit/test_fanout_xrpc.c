@@ -607,6 +607,7 @@ int main(int argc, char **argv)
 		setenv("RELAY_DATA_DIR", dir, 1);
 		snprintf(b, sizeof b, "127.0.0.1:%d", port);
 		setenv("RELAY_API_BIND", b, 1);
+		setenv("RELAY_METRICS_LISTEN", "", 1); /* off */
 		setenv("BATON_INDEX", "0", 1);
 		if (!getenv("RELAY_LOG_LEVEL"))
 			setenv("RELAY_LOG_LEVEL", "warn", 1);

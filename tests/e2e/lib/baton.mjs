@@ -85,12 +85,17 @@ export class Baton {
     this.extraEnv = extraEnv
     this.proc = null
     this.port = 0
+    this.metricsPort = 0
     this.logPath = path.join(tmpDir, 'baton.log')
     this.exited = null
   }
 
   get httpUrl() {
     return `http://127.0.0.1:${this.port}`
+  }
+
+  get metricsUrl() {
+    return `http://127.0.0.1:${this.metricsPort}/metrics`
   }
 
   get wsUrl() {
@@ -104,6 +109,7 @@ export class Baton {
       RELAY_SHM_DIR: this.tmpDir,
       RELAY_NAME: this.name,
       RELAY_API_BIND: `127.0.0.1:${this.port}`,
+      RELAY_METRICS_LISTEN: `127.0.0.1:${this.metricsPort}`,
       RELAY_PLC_HOST: this.plcUrl,
       RELAY_ALLOW_INSECURE_HOSTS: 'true',
       RELAY_VERIFY_PROCS: String(this.verifyProcs),
@@ -117,6 +123,7 @@ export class Baton {
     const bin = path.join(this.buildDir, 'baton')
     if (!fs.existsSync(bin)) throw new Error(`${bin} not found (build the relay first)`)
     if (!this.port) this.port = await freePort()
+    if (!this.metricsPort) this.metricsPort = await freePort()
     fs.mkdirSync(path.join(this.tmpDir, 'data'), { recursive: true })
     const log = fs.openSync(this.logPath, 'a')
     this.proc = spawn(bin, [], {
