@@ -46,6 +46,18 @@
 	X(INT, resolve_concurrency, "RELAY_RESOLVE_CONCURRENCY", "64", 1, 10000, "DID resolutions in flight per verify process") \
 	X(DUR, heartbeat_timeout, "RELAY_HEARTBEAT_TIMEOUT", "15", 2, 3600, "a stage silent this long is killed and restarted") \
 	X(INT, new_hosts_per_day, "RELAY_NEW_HOSTS_PER_DAY_LIMIT", "50", 0, 1000000, "new hosts accepted by requestCrawl per day") \
+	X(INT, default_account_limit, "RELAY_DEFAULT_ACCOUNT_LIMIT", "100", 0, 1000000000,               \
+	  "accounts a new host may have before its further accounts are throttled (#account status throttled)") \
+	X(INT, trusted_account_limit, "RELAY_TRUSTED_ACCOUNT_LIMIT", "10000000", 0, 1000000000,         \
+	  "account limit of a new host matching RELAY_TRUSTED_DOMAINS") \
+	X(STR, trusted_domains, "RELAY_TRUSTED_DOMAINS", "*.host.bsky.network", 0, 0,                   \
+	  "comma-separated trusted host names (\"*.x\" matches every name ending in \".x\"): account limit RELAY_TRUSTED_ACCOUNT_LIMIT, events 5,000/s, 50M/h, 500M/day") \
+	X(INT, host_events_per_second, "RELAY_HOST_EVENTS_PER_SECOND", "50", 1, 1000000000,            \
+	  "event rate limit of a host per second, plus its account limit / 1000 (over it the host's socket is paused, never dropped)") \
+	X(INT, host_events_per_hour, "RELAY_HOST_EVENTS_PER_HOUR", "2500", 1, 1000000000,              \
+	  "event rate limit of a host per hour, plus its account limit") \
+	X(INT, host_events_per_day, "RELAY_HOST_EVENTS_PER_DAY", "20000", 1, 1000000000,               \
+	  "event rate limit of a host per day, plus 10 x its account limit") \
 	X(STR, admin_password, "RELAY_ADMIN_PASSWORD", "", 0, 0,                                        \
 	  "password of the admin API (/admin/*: HTTP Basic admin:<password> or Bearer <password>); empty = admin API disabled (403)") \
 	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \
