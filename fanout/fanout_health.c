@@ -154,7 +154,8 @@ static const char *stat_doc[] = {
 
 static bool stat_is_gauge(enum bt_stat s)
 {
-	return s == BT_STAT_LAST_SEQ || s == BT_STAT_CONSUMERS || s == BT_STAT_WAITING || s == BT_STAT_HOSTS;
+	return s == BT_STAT_LAST_SEQ || s == BT_STAT_CONSUMERS || s == BT_STAT_WAITING || s == BT_STAT_HOSTS ||
+	       s == BT_STAT_THROTTLED_ACCOUNTS;
 }
 
 static void lower(char *dst, const char *src, size_t cap)
