@@ -64,7 +64,7 @@ const SCENARIO_TIMEOUT_MS = {
   chaos: 150000,
   reseq: 110000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'acctlimit', 'ratelimit', 'chaos']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 1300) * 1000
 
 let passed = 0
