@@ -6,8 +6,9 @@
  *	checked just enough to route it (bt_fh_peek: header, seq, DID), stamped with its host,
  *	upstream seq and the seq of the host's previous frame (the store chains verdicts with
  *	it, store/store_chain.c), and written to the ring of its DID's verify partition
- *	(FNV-1a(did) mod K).  A full ring pauses that connection (TCP backpressure reaches the
- *	PDS) until the ring drains; nothing is dropped or buffered without bound.
+ *	(FNV-1a(did) mod K).  A full ring, or the host's event rate limit (ingest_limits.c),
+ *	pauses that connection (TCP backpressure reaches the PDS) until the ring drains or the
+ *	limit has room; nothing is dropped or buffered without bound.
  *
  *	At start the committed cursors come from the store (ZeroMQ "hosts"); a host asks for
  *	subscribeRepos?cursor=<cursor>.  Connections are staggered at start and reconnect with

@@ -23,7 +23,8 @@
  *	docs/chain.md has the rules and their tests; RELAY_FAULT_STORE_EXIT injects the kills.
  *
  *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus; used by ingest, which owns
- *	upstream connections but may not write RocksDB.
+ *	upstream connections but may not write RocksDB; changeLimits (store_limits.c: per-host
+ *	account limits, whose throttled accounts get relay-made #account events in the batch).
  * DIAGNOSTICS
  *	A RocksDB write failure is retried with backoff and reported by /_health (no progress);
  *	the verdicts stay in their rings meanwhile.
