@@ -409,3 +409,23 @@ size_t bt_key_chain(char out[10], uint32_t host_id, uint32_t epoch)
 	bt_be32_put((uint8_t *)out + 6, epoch);
 	return 10;
 }
+
+size_t bt_key_limits(char out[6], uint32_t host_id)
+{
+	out[0] = 'l';
+	out[1] = '/';
+	bt_be32_put((uint8_t *)out + 2, host_id);
+	return 6;
+}
+
+size_t bt_key_throttled(char *out, size_t cap, uint32_t host_id, uint64_t serial, const char *did, size_t dn)
+{
+	if (dn + 14 > cap)
+		dn = cap - 14;
+	out[0] = 't';
+	out[1] = '/';
+	bt_be32_put((uint8_t *)out + 2, host_id);
+	bt_be64_put((uint8_t *)out + 6, serial);
+	memcpy(out + 14, did, dn);
+	return dn + 14;
+}

@@ -25,6 +25,11 @@
  *	  "c/" be32(host_id) be32(epoch) be64 cursor, be32 flags (1 = started), be32 0: one chain
  *	                                 of the host (docs/chain.md); none in a v1 store (the
  *	                                 host record's cursor is epoch 0's)
+ *	  "l/" be32(host_id)             struct bt_host_limits: account limit and count, rate
+ *	                                 overrides (store/store_limits.c); absent = defaults, 0 accounts
+ *	  "t/" be32(host_id) be64(serial) did
+ *	                                 empty: an account throttled by its host's account limit, in
+ *	                                 the order it was throttled (re-activated first-come first)
  * DIAGNOSTICS
  *	Functions return 0 or a negative code and log RocksDB's message once.
  */
@@ -50,10 +55,13 @@ struct bt_ev_hdr {
 _Static_assert(sizeof(struct bt_ev_hdr) == 16, "bt_ev_hdr layout");
 
 #define BT_ACCT_ACTIVE 1u
+#define BT_ACCT_COUNTED 2u   /* counted in its host's account count (store_limits.c) */
+#define BT_ACCT_THROTTLED 4u /* over its host's account limit: shown inactive, status "throttled";
+                                BT_ACCT_ACTIVE and status stay the upstream's */
 struct bt_acct_rec {
 	uint32_t version;  /* 1 */
 	uint32_t host_id;
-	uint32_t flags;    /* BT_ACCT_ACTIVE */
+	uint32_t flags;    /* BT_ACCT_* */
 	uint8_t rev_len, data_len, head_len, status_len;
 	char rev[BT_REV_MAX];
 	uint8_t data_cid[64];
@@ -89,6 +97,18 @@ struct bt_host_rec {
 	char host[BT_HOST_MAX];
 };
 const char *bt_host_status_name(uint32_t s);
+
+/* A host's limits and account count (store/store_limits.c).  Written in the batch that counts
+   a new account, so the count is exact across kill -9. */
+struct bt_host_limits {
+	uint32_t version;  /* 1 */
+	uint32_t host_id;
+	int64_t account_limit;
+	uint64_t account_count;  /* accounts first seen from this host */
+	uint64_t throttled;      /* of them, throttled now */
+	uint64_t serial;         /* last "t/" serial given */
+	int64_t rate[3];         /* per second, hour, day overrides; 0 = from the account limit */
+};
 
 int  bt_db_open_primary(const char *dir, bool sync_writes, struct bt_db **out);       /* returns owned */
 int  bt_db_open_secondary(const char *dir, const char *sec_dir, struct bt_db **out); /* read-only view */
@@ -135,6 +155,8 @@ size_t bt_key_hostname(char *out, size_t cap, const char *host, size_t hn);
 size_t bt_key_pending(char out[18], uint32_t host_id, uint32_t epoch, uint64_t prev);
 size_t bt_key_chain(char out[10], uint32_t host_id, uint32_t epoch);
 size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn);
+size_t bt_key_limits(char out[6], uint32_t host_id);
+size_t bt_key_throttled(char *out, size_t cap, uint32_t host_id, uint64_t serial, const char *did, size_t dn);
 void   bt_be64_put(uint8_t *p, uint64_t v);
 uint64_t bt_be64_get(const uint8_t *p);
 void   bt_be32_put(uint8_t *p, uint32_t v);

@@ -62,6 +62,18 @@
 	  "coverage: hosts whose last event is younger than this count as active (the share's denominator)") \
 	X(INT, coverage_min_percent, "RELAY_COVERAGE_MIN_PERCENT", "0", 0, 100,                        \
 	  "/_health says degraded (200) when fewer than this percent of active hosts delivered within RELAY_COVERAGE_WINDOW (0 = never)") \
+	X(INT, default_account_limit, "RELAY_DEFAULT_ACCOUNT_LIMIT", "100", 0, 1000000000,               \
+	  "accounts a new host may have before its further accounts are throttled (#account status throttled)") \
+	X(INT, trusted_account_limit, "RELAY_TRUSTED_ACCOUNT_LIMIT", "10000000", 0, 1000000000,         \
+	  "account limit of a new host matching RELAY_TRUSTED_DOMAINS") \
+	X(STR, trusted_domains, "RELAY_TRUSTED_DOMAINS", "*.host.bsky.network", 0, 0,                   \
+	  "comma-separated trusted host names (\"*.x\" matches every name ending in \".x\"): account limit RELAY_TRUSTED_ACCOUNT_LIMIT, events 5,000/s, 50M/h, 500M/day") \
+	X(INT, host_events_per_second, "RELAY_HOST_EVENTS_PER_SECOND", "50", 1, 1000000000,            \
+	  "event rate limit of a host per second, plus its account limit / 1000 (over it the host's socket is paused, never dropped)") \
+	X(INT, host_events_per_hour, "RELAY_HOST_EVENTS_PER_HOUR", "2500", 1, 1000000000,              \
+	  "event rate limit of a host per hour, plus its account limit") \
+	X(INT, host_events_per_day, "RELAY_HOST_EVENTS_PER_DAY", "20000", 1, 1000000000,               \
+	  "event rate limit of a host per day, plus 10 x its account limit") \
 	X(STR, admin_password, "RELAY_ADMIN_PASSWORD", "", 0, 0,                                        \
 	  "password of the admin API (/admin/*: HTTP Basic admin:<password> or Bearer <password>); empty = admin API disabled (403)") \
 	X(STR, user_agent, "RELAY_USER_AGENT", "baton/0.1 (atproto-relay)", 0, 0, "User-Agent and Server header") \

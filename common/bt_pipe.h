@@ -107,7 +107,8 @@ enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT
 	X(TOO_BIG_VERDICT, "verdict larger than the verify->store ring's largest record") \
 	X(IDENTITY_TIMEOUT, "DID unresolved for RELAY_IDENTITY_WAIT (account desynchronized)") \
 	X(MALFORMED, "malformed ring record or a frame the store cannot splice (chained, never committed)") \
-	X(STALE_EPOCH, "verdict of a chain epoch too old to be tracked (docs/chain.md)")
+	X(STALE_EPOCH, "verdict of a chain epoch too old to be tracked (docs/chain.md)") \
+	X(THROTTLED, "account over its host's account limit (#account throttled; RELAY_DEFAULT_ACCOUNT_LIMIT, changeLimits)")
 enum bt_drop {
 #define X(n, d) BT_DROP_##n,
 	BT_DROPS(X)
@@ -204,7 +205,9 @@ _Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
 	X(READ_TIMEOUTS, "consumers closed because their output did not drain for RELAY_CONSUMER_READ_TIMEOUT") \
 	X(IP_REFUSED, "consumer connections refused by RELAY_MAX_CONNS_PER_IP")                \
 	X(BUDGET_HELD, "times a consumer's pump stopped at its share of RELAY_CONSUMER_BUFFER_MB") \
-	X(QUEUED_BYTES, "bytes queued to consumers now")
+	X(QUEUED_BYTES, "bytes queued to consumers now") \
+	X(RATE_PAUSES, "times a host's socket was paused by its event rate limit (ingest; frames wait, never dropped)") \
+	X(THROTTLED_ACCOUNTS, "accounts throttled now by their host's account limit (store)")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

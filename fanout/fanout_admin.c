@@ -22,6 +22,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "bt_host.h"
+#include "bt_pipe.h"
 #include "bt_http.h"
 #include "bt_params.h"
 #include "fanout.h"
@@ -346,6 +348,35 @@ static void subs_unban_domain(struct bt_http_req *req)
 	domain_op(req, "unbanDomain");
 }
 
+/* POST /admin/pds/changeLimits {host, repo_limit, per_second?, per_hour?, per_day?} (indigo's
+   body; the three rates are baton's): the store persists it, re-activates throttled accounts
+   up to a raised limit and pushes the rates to ingest (store/store_limits.c). */
+static void pds_change_limits(struct bt_http_req *req)
+{
+	size_t n;
+	const uint8_t *body = bt_http_req_body(req, &n);
+	json_error_t je;
+	json_t *j = json_loadb((const char *)body, n, 0, &je);
+	const char *host = json_string_value(json_object_get(j, "host"));
+	char norm[BT_HOST_MAX];
+	bool insecure;
+	if (!json_is_object(j) || !host || bt_host_normalize(host, true, norm, sizeof norm, &insecure, NULL) < 0) {
+		json_decref(j);
+		fan_xrpc_error(req, 400, "InvalidRequest", "body must be JSON {\"host\": \"...\", \"repo_limit\": N}");
+		return;
+	}
+	json_t *msg = json_pack("{s:s,s:s}", "op", "changeLimits", "hostname", norm);
+	static const char *const keys[] = { "repo_limit", "per_second", "per_hour", "per_day" };
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		json_t *v = json_object_get(j, keys[i]);
+		if (v)
+			json_object_set(msg, keys[i], v);
+	}
+	json_decref(j);
+	if (fan_ctl_async(req, "store", msg, ADMIN_TIMEOUT_MS, (fan_ctl_done_fn *)fan_ctl_answer, "store") < 0)
+		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many control requests in flight");
+}
+
 static const struct route routes[] = {
 	{ "GET", "/admin/pds/list", pds_list },
 	{ "POST", "/admin/pds/requestCrawl", pds_request_crawl },
@@ -361,6 +392,7 @@ static const struct route routes[] = {
 	{ "POST", "/admin/subs/banDomain", subs_ban_domain },
 	{ "POST", "/admin/subs/unbanDomain", subs_unban_domain },
 	{ "GET", "/admin/consumers/list", fan_conslist_route }, /* fanout_conslist.c */
+	{ "POST", "/admin/pds/changeLimits", pds_change_limits },
 };
 
 void fan_admin_handle(struct bt_http_req *req, const char *path)

@@ -92,7 +92,7 @@ static const char *hist_doc[] = {
 static bool stat_is_gauge(enum bt_stat s)
 {
 	return s == BT_STAT_LAST_SEQ || s == BT_STAT_CONSUMERS || s == BT_STAT_WAITING || s == BT_STAT_HOSTS ||
-	       s == BT_STAT_QUEUED_BYTES;
+	       s == BT_STAT_QUEUED_BYTES || s == BT_STAT_THROTTLED_ACCOUNTS;
 }
 
 /* Drop reasons a role can count: ingest only re-deliveries, verify its verdicts, the store all

@@ -8,8 +8,8 @@
  *	fanout's loop thread: point reads and bounded scans (at most MAX_SCAN records a page).
  *
  *	  listHosts        hosts in id order (first seen first); cursor = the last host id.
- *	                   seq = the host's committed upstream cursor.  accountCount is not
- *	                   given: counting needs a scan of every account.
+ *	                   seq = the host's committed upstream cursor; accountCount the
+ *	                   store's count of its accounts ("l/" key, store/store_limits.c).
  *	  getHostStatus    hostname normalised as requestCrawl does (bt_host_normalize).
  *	  listRepos        accounts in DID order; cursor = the last DID of the page.  Accounts
  *	                   with no commit seen yet (no head, no rev) are left out: head and rev
@@ -166,14 +166,20 @@ static bool head_str(const struct bt_acct_rec *a, char *out, size_t cap)
 
 static bool acct_active(const struct bt_acct_rec *a)
 {
-	return (a->flags & BT_ACCT_ACTIVE) != 0;
+	return (a->flags & BT_ACCT_ACTIVE) && !(a->flags & BT_ACCT_THROTTLED);
+}
+
+/* An account over its host's account limit shows "throttled" (store/store_limits.c). */
+static json_t *acct_status(const struct bt_acct_rec *a)
+{
+	return (a->flags & BT_ACCT_THROTTLED) ? json_string("throttled") : jstr(a->status, a->status_len);
 }
 
 /* Adds "active" and, for an inactive account, its "status" to o. */
 static void put_active(json_t *o, const struct bt_acct_rec *a)
 {
 	json_object_set_new(o, "active", json_boolean(acct_active(a)));
-	json_t *st = acct_active(a) ? NULL : jstr(a->status, a->status_len);
+	json_t *st = acct_active(a) ? NULL : acct_status(a);
 	if (st)
 		json_object_set_new(o, "status", st);
 }
@@ -199,8 +205,11 @@ static bool refuse_inactive(struct bt_http_req *req, const struct bt_acct_rec *a
 			return true;
 		}
 	char m[96];
-	snprintf(m, sizeof m, "account is not active (%.*s)", a->status_len ? (int)a->status_len : 4,
-		 a->status_len ? a->status : "none");
+	if (a->flags & BT_ACCT_THROTTLED)
+		snprintf(m, sizeof m, "account is not active (throttled)");
+	else
+		snprintf(m, sizeof m, "account is not active (%.*s)", a->status_len ? (int)a->status_len : 4,
+			 a->status_len ? a->status : "none");
 	fan_xrpc_error(req, 403, "RepoInactive", m);
 	return true;
 }
@@ -220,6 +229,11 @@ static json_t *host_json(const struct bt_host_rec *h)
 	json_object_set_new(o, "hostname", json_stringn(h->host, h->host_len));
 	json_object_set_new(o, "seq", json_integer((json_int_t)h->cursor));
 	json_object_set_new(o, "status", json_string(bt_host_status_name(h->status)));
+	/* The store's count of the host's accounts (store/store_limits.c), 0 before the first. */
+	struct bt_host_limits l;
+	char k[6];
+	bool have = bt_db_get(fan.db, k, bt_key_limits(k, h->host_id), &l, sizeof l) == (int)sizeof l && l.version == 1;
+	json_object_set_new(o, "accountCount", json_integer(have ? (json_int_t)l.account_count : 0));
 	return o;
 }
 

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bt_limits.h"
 #include "bt_pipe.h"
 
 struct bt_ws;
@@ -36,6 +37,11 @@ struct ing_host {
 	   had already read, so this is a queue, bounded by PEND_MAX (over it: reconnect). */
 	uint8_t *pend;
 	size_t pend_len, pend_cap;
+	/* Event rate limits (ingest_limits.c): over them the socket is paused like a full ring. */
+	struct bt_limiter lim;
+	int64_t account_limit;       /* the store's, for the rate formulas */
+	int64_t rate_override[3];    /* per second, hour, day; 0 = from account_limit */
+	bool rate_paused;            /* paused by the limiter (counted once per pause) */
 };
 
 /* ingest_crawl.c */
@@ -60,6 +66,15 @@ void ing_admit_probe_started(void);           /* a probe of a host not known yet
 void ing_admit_probe_done(json_t *store_reply); /* ... has ended; the store's addHost reply or NULL */
 /* Answers the control ops of ingest_admit.c and returns true; false if op is not one. */
 bool ing_admin_ctl(struct bt_ctl_req *req, const char *op, json_t *msg);
+
+/* ingest_limits.c */
+typedef struct json_t json_t;
+void ing_lim_init(struct ing_host *h);
+void ing_lim_from_json(struct ing_host *h, json_t *it);  /* account_limit, rate_override of "hosts" */
+/* 0 if the host may push one more frame now, else ms to wait (the pause is counted once). */
+uint64_t ing_lim_wait(struct ing_host *h);
+void ing_lim_took(struct ing_host *h);                   /* one frame pushed */
+void ing_lim_ctl(struct bt_ctl_req *req, json_t *msg);  /* setLimits from the store */
 
 /* ingest_main.c */
 struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor,

@@ -6,8 +6,9 @@
  *	checked just enough to route it (bt_fh_peek: header, seq, DID), stamped with its host,
  *	upstream seq and the seq of the host's previous frame (the store chains verdicts with
  *	it, store/store_chain.c), and written to the ring of its DID's verify partition
- *	(FNV-1a(did) mod K).  A full ring pauses that connection (TCP backpressure reaches the
- *	PDS) until the ring drains; nothing is dropped or buffered without bound.
+ *	(FNV-1a(did) mod K).  A full ring, or the host's event rate limit (ingest_limits.c),
+ *	pauses that connection (TCP backpressure reaches the PDS) until the ring drains or the
+ *	limit has room; nothing is dropped or buffered without bound.
  *
  *	At start the committed cursors come from the store (ZeroMQ "hosts"); a host asks for
  *	subscribeRepos?cursor=<cursor>.  Connections are staggered at start and reconnect with
@@ -84,6 +85,19 @@ static void schedule(struct ing_host *h, uint64_t min_ms)
 }
 
 #define PEND_MAX (64u << 20)
+
+/* The retry timer (on_retry) fires at the earliest time any paused host asked for. */
+static uint64_t retry_due; /* CLOCK_MONOTONIC ms; 0 = not scheduled */
+
+static void retry_in(uint64_t ms)
+{
+	uint64_t due = bt_now_ms() + ms;
+	if (retry_due && evtimer_pending(ev_retry, NULL) && retry_due <= due)
+		return;
+	retry_due = due;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(ev_retry, &tv);
+}
 
 static int pend_add(struct ing_host *h, const uint8_t *p, size_t n)
 {
@@ -162,6 +176,7 @@ static bool push(struct ing_host *h, const uint8_t *p, size_t n, const struct bt
 	h->cursor = (uint64_t)pk->seq;
 	h->have_cursor = true;
 	h->reset_next = false;
+	ing_lim_took(h);
 	bt_stat_add(bt_proc.stats, BT_STAT_FRAMES_OUT, 1);
 	return true;
 }
@@ -210,8 +225,10 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 		atomic_fetch_add_explicit(&bt_proc.stats->drops[BT_DROP_DUPLICATE], 1, memory_order_relaxed);
 		return;
 	}
-	if (h->pend_len || !push(h, p, n, &pk)) {
-		/* Ring full (or frames already held, which go first): hold this one, stop reading. */
+	uint64_t wait = h->pend_len ? 0 : ing_lim_wait(h);
+	if (h->pend_len || wait || !push(h, p, n, &pk)) {
+		/* Ring full, over the host's rate limit (ingest_limits.c), or frames already held,
+		   which go first: hold this one, stop reading. */
 		if (pend_add(h, p, n) < 0) {
 			/* Too much held: drop the connection; everything after the cursor comes again. */
 			h->pend_len = 0;
@@ -219,11 +236,9 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 			return;
 		}
 		bt_ws_pause(ws);
-		bt_stat_add(bt_proc.stats, BT_STAT_RING_FULL, 1);
-		if (!evtimer_pending(ev_retry, NULL)) {
-			struct timeval tv2 = { 0, 2000 };
-			evtimer_add(ev_retry, &tv2);
-		}
+		if (!wait && !h->pend_len)
+			bt_stat_add(bt_proc.stats, BT_STAT_RING_FULL, 1);
+		retry_in(wait ? wait : 2);
 	}
 }
 
@@ -231,6 +246,8 @@ static void on_msg(struct bt_ws *ws, int opcode, const uint8_t *p, size_t n, voi
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
 	bool still = false;
+	uint64_t next = UINT64_MAX;
+	retry_due = 0;
 	for (size_t i = 0; i < n_hosts; i++) {
 		struct ing_host *h = hosts[i];
 		size_t off = 0;
@@ -239,8 +256,13 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 			memcpy(&n, h->pend + off, 4);
 			const uint8_t *p = h->pend + off + 4;
 			struct bt_fh_peek pk;
-			if (bt_fh_peek(p, n, &pk) == 0 && !push(h, p, n, &pk))
-				break;
+			if (bt_fh_peek(p, n, &pk) == 0) {
+				uint64_t w = ing_lim_wait(h);
+				if (w || !push(h, p, n, &pk)) {
+					next = w && w < next ? w : !w && next > 2 ? 2 : next;
+					break;
+				}
+			}
 			off += 4 + n;
 		}
 		if (!h->pend_len)
@@ -252,10 +274,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 		else if (h->ws)
 			bt_ws_resume(h->ws);
 	}
-	if (still) {
-		struct timeval tv2 = { 0, 2000 };
-		evtimer_add(ev_retry, &tv2);
-	}
+	if (still)
+		retry_in(next == UINT64_MAX ? 2 : next);
 }
 
 #define OFFLINE_AFTER 3 /* failed connects in a row before a host is reported offline */
@@ -459,6 +479,7 @@ struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint
 	h->have_cursor = have_cursor;
 	h->epoch = epoch;
 	h->reconnect = evtimer_new(base, on_reconnect, h);
+	ing_lim_init(h);
 	hosts[n_hosts++] = h;
 	bt_stat_set(bt_proc.stats, BT_STAT_HOSTS, n_hosts);
 	return h;
@@ -494,6 +515,8 @@ static void load_hosts(void)
 		/* Lesson 9: stagger thousands of connects over a few seconds. */
 		if (h)
 			h->offline = status && !strcmp(status, "offline");
+		if (h)
+			ing_lim_from_json(h, it);
 		if (h) {
 			uint64_t spread = n > 1 ? (uint64_t)random() % (n * 5 < 5000 ? n * 5 : 5000) : 0;
 			event_add(h->reconnect, &(struct timeval){ (time_t)(spread / 1000), (suseconds_t)(spread % 1000) * 1000 });
@@ -508,6 +531,10 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 	const char *op = json_string_value(json_object_get(msg, "op"));
 	if (op && ing_admin_ctl(req, op, msg))
 		return; /* ingest_admit.c: requestCrawl, block, unblock, bans, the crawl switch */
+	if (op && !strcmp(op, "setLimits")) {
+		ing_lim_ctl(req, msg);
+		return;
+	}
 	if (op && !strcmp(op, "upstreams")) {
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n_hosts; i++)

@@ -10,6 +10,8 @@
 #include "bt_db.h"
 #include "bt_u64map.h"
 
+#include <jansson.h>
+
 /* Chains kept per host: the current epoch and up to STO_CHAINS-1 others (older ones still
    draining, or a newer one whose reset verdict has not arrived).  docs/chain.md. */
 #define STO_CHAINS 4
@@ -90,4 +92,26 @@ struct bt_acct_rec *sto_acct_get(struct bt_db *db, const char *did, size_t dn);
 /* Puts every state touched since the last flush into b. */
 void sto_accts_flush(struct bt_db_batch *b);
 size_t sto_accts_size(void);
+
+/* store_main.c, for store_limits.c: an event made by the relay into the current batch (the
+   next relay seq, or 0), and a write + publish of the batch between turns. */
+uint64_t sto_commit_frame(const char *did, size_t dn, uint8_t ev, const uint8_t *frame, size_t n, size_t seq_off,
+			  bool fail);
+void sto_write_now(void);
+struct bt_db_batch *sto_batch(void); /* the batch being built */
+
+/* store_limits.c: per-host account limits and counts (docs/ops.md "Limits").  _verdict is
+   called for an accepted verdict before it is committed: BT_DROP_NONE (commit it), or
+   BT_DROP_THROTTLED (its account is over its host's limit: counted as such; a newly throttled
+   account gets a relay-made #account throttled in the batch first). */
+struct bt_rec_verdict;
+
+struct bt_ctl_req;
+void sto_limits_init(struct bt_db *db, struct sto_hosts *hs);
+enum bt_drop sto_limits_verdict(const struct bt_rec_verdict *v, struct bt_db_batch *b);
+void sto_limits_flush(struct bt_db_batch *b);
+void sto_limits_json(const struct sto_host *h, json_t *o);
+/* changeLimits {hostname, repo_limit?, per_second?, per_hour?, per_day?}: persisted, throttled
+   accounts re-activated up to the new limit (each a relay-made #account), pushed to ingest. */
+void sto_limits_change(struct bt_ctl_req *req, json_t *msg);
 #endif

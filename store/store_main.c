@@ -23,7 +23,9 @@
  *	docs/chain.md has the rules and their tests; RELAY_FAULT_STORE_EXIT injects the kills.
  *
  *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus, and the admission state of
- *	store_admin.c; used by ingest, which owns upstream connections but may not write RocksDB.
+ *	store_admin.c; used by ingest, which owns upstream connections but may not write RocksDB;
+ *	changeLimits (store_limits.c: per-host account limits, whose throttled accounts get
+ *	relay-made #account events in the batch).
  * DIAGNOSTICS
  *	A RocksDB write failure is retried with backoff and reported by /_health (no progress);
  *	the verdicts stay in their rings meanwhile.
@@ -62,7 +64,7 @@ struct pend_ev {
 	size_t off, len; /* frame bytes in evbuf */
 	uint64_t recv_ms; /* ingest's wall clock (EMIT_COMMIT_MS) */
 };
-static struct pend_ev evs[MAX_BATCH];
+static struct pend_ev evs[2 * MAX_BATCH]; /* a verdict may add a relay-made #account */
 static size_t n_evs;
 static bool reset_in_batch; /* the batch being built applied a chain reset */
 
@@ -255,6 +257,38 @@ static bool chain_verdict(const struct bt_rec_verdict *v)
 	}
 }
 
+/* Puts one event (seq spliced in at seq_off) into the batch under the next relay seq, for the
+   publish after the write: the seq, or 0 if the splice failed (nothing added). */
+uint64_t sto_commit_frame(const char *did, size_t dn, uint8_t ev, const uint8_t *frame, size_t n, size_t seq_off,
+			  bool fail)
+{
+	if (n_evs >= sizeof evs / sizeof evs[0])
+		return 0; /* cannot happen: at most two events per verdict (store_limits.c) */
+	uint64_t seq = last_seq + 1;
+	/* value = bt_ev_hdr + did + frame with the seq spliced in, built in place in evbuf,
+	   which also keeps the frame for the publish after the write (one copy in all). */
+	size_t start = evbuf.len;
+	struct bt_ev_hdr eh = { .time_ms = bt_wall_ms(), .did_len = (uint16_t)dn, .ev = ev };
+	bt_buf_append(&evbuf, &eh, sizeof eh);
+	bt_buf_append(&evbuf, did, dn);
+	size_t at = evbuf.len;
+	if (fail || bt_fh_splice_seq(frame, n, seq_off, seq, &evbuf) < 0) {
+		evbuf.len = start;
+		return 0;
+	}
+	last_seq = seq;
+	uint32_t flen = (uint32_t)(evbuf.len - at); /* evbuf + start need not be aligned: memcpy */
+	memcpy(evbuf.p + start + offsetof(struct bt_ev_hdr, frame_len), &flen, sizeof flen);
+	char k[10];
+	bt_db_batch_put(batch, k, bt_key_event(k, seq), evbuf.p + start, evbuf.len - start);
+	evs[n_evs].seq = seq;
+	evs[n_evs].off = at;
+	evs[n_evs].len = evbuf.len - at;
+	evs[n_evs].recv_ms = 0; /* relay-made: no upstream emit time (take_verdict sets it) */
+	n_evs++;
+	return seq;
+}
+
 /* Decide one verdict into the batch.  Every verdict is chained first, so whatever happens to
    it below (committed, dropped, a splice that fails) its host's cursor moves past it. */
 static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
@@ -264,37 +298,23 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 	if (!chain_verdict(v))
 		return;
 	struct sto_host *h = sto_host_get(&hosts, v->host_id);
-	if (v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE) {
-		uint64_t seq = last_seq + 1;
-		/* value = bt_ev_hdr + did + frame with the seq spliced in, built in place in evbuf,
-		   which also keeps the frame for the publish after the write (one copy in all). */
-		size_t start = evbuf.len;
-		struct bt_ev_hdr eh = { .time_ms = bt_wall_ms(), .did_len = v->did_len, .ev = v->ev };
-		bt_buf_append(&evbuf, &eh, sizeof eh);
-		bt_buf_append(&evbuf, v->did, v->did_len);
-		size_t at = evbuf.len;
-		if (fault_splice_fail(v) || bt_fh_splice_seq(frame, v->frame_len, v->seq_off, seq, &evbuf) < 0) {
+	enum bt_drop lim = v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE ? sto_limits_verdict(v, batch) : BT_DROP_NONE;
+	if (lim != BT_DROP_NONE) {
+		count_drop(lim); /* its host's account limit (store_limits.c) */
+	} else if (v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE) {
+		uint64_t seq = sto_commit_frame(v->did, v->did_len, v->ev, frame, v->frame_len, v->seq_off, fault_splice_fail(v));
+		if (!seq) {
 			BT_LOG_EVERY(BT_LOG_ERROR, "splice failed for %.*s (useq %llu): dropped", (int)v->did_len, v->did,
 				     (unsigned long long)v->useq);
-			evbuf.len = start;
 			count_drop(BT_DROP_MALFORMED);
 			return;
 		}
-		last_seq = seq;
-		uint32_t flen = (uint32_t)(evbuf.len - at); /* evbuf + start need not be aligned: memcpy */
-		memcpy(evbuf.p + start + offsetof(struct bt_ev_hdr, frame_len), &flen, sizeof flen);
-		char k[10];
-		bt_db_batch_put(batch, k, bt_key_event(k, seq), evbuf.p + start, evbuf.len - start);
-		evs[n_evs].seq = seq;
-		evs[n_evs].off = at;
-		evs[n_evs].len = evbuf.len - at;
-		evs[n_evs].recv_ms = v->recv_ms;
-		n_evs++;
+		evs[n_evs - 1].recv_ms = v->recv_ms; /* emit->commit histogram */
 		apply_account(v, seq);
 		if (v->ev == BT_EV_IDENTITY)
 			sto_ident_purge(v->did, v->did_len, batch); /* the persisted identity ends here */
 		if (h) {
-			h->rec.last_ms = eh.time_ms;
+			h->rec.last_ms = bt_wall_ms();
 			h->rec.n_events++;
 			h->dirty = true;
 			host_touched(h);
@@ -316,6 +336,7 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 static void flush_accounts(void)
 {
 	sto_accts_flush(batch);
+	sto_limits_flush(batch);
 	for (size_t i = 0; i < n_touched_hosts; i++) {
 		struct sto_host *h = touched_hosts[i];
 		h->listed = false;
@@ -381,8 +402,9 @@ static void publish(void)
 		/* written: the latency histogram and the commit log the fanouts time their sends by */
 		uint64_t ms = bt_wall_ms();
 		for (size_t i = 0; i < n_evs; i++)
-			bt_hist_observe(bt_proc.stats, BT_HIST_EMIT_COMMIT_MS,
-					ms > evs[i].recv_ms ? ms - evs[i].recv_ms : 0);
+			if (evs[i].recv_ms) /* 0: relay-made */
+				bt_hist_observe(bt_proc.stats, BT_HIST_EMIT_COMMIT_MS,
+						ms > evs[i].recv_ms ? ms - evs[i].recv_ms : 0);
 		bt_commit_log_push(bt_proc.stats, evs[n_evs - 1].seq, ms);
 	}
 	for (size_t i = 0; i < n_evs; i++)
@@ -391,6 +413,19 @@ static void publish(void)
 		bt_ring_wake(bcast); /* one wake of the fanouts per batch */
 	n_evs = 0;
 	bt_buf_reset(&evbuf);
+}
+
+/* Between turns (a control op): writes what was put into the batch and publishes its events. */
+struct bt_db_batch *sto_batch(void)
+{
+	return batch;
+}
+
+void sto_write_now(void)
+{
+	flush_accounts();
+	write_batch();
+	publish();
 }
 
 /* Reads verdicts into the batch, round robin over the K rings, until limit or all are empty. */
@@ -552,10 +587,12 @@ static void retention(void)
 static json_t *host_json(const struct sto_host *h)
 {
 	uint32_t alloc = h->rec.alloc_epoch > sto_host_epoch(h) ? h->rec.alloc_epoch : sto_host_epoch(h);
-	return json_pack("{s:i,s:s#,s:I,s:s,s:I,s:I,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
-			 (int)h->rec.host_len, "cursor", (json_int_t)h->rec.cursor, "status",
-			 bt_host_status_name(h->rec.status), "events", (json_int_t)h->rec.n_events, "epoch",
-			 (json_int_t)sto_host_epoch(h), "alloc_epoch", (json_int_t)alloc);
+	json_t *o = json_pack("{s:i,s:s#,s:I,s:s,s:I,s:I,s:I}", "id", (int)h->rec.host_id, "host", h->rec.host,
+			      (int)h->rec.host_len, "cursor", (json_int_t)h->rec.cursor, "status",
+			      bt_host_status_name(h->rec.status), "events", (json_int_t)h->rec.n_events, "epoch",
+			      (json_int_t)sto_host_epoch(h), "alloc_epoch", (json_int_t)alloc);
+	sto_limits_json(h, o);
+	return o;
 }
 
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
@@ -563,6 +600,10 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 	const char *op = json_string_value(json_object_get(msg, "op"));
 	if (op && sto_admin_ctl(db, &hosts, req, op, msg))
 		return; /* store_admin.c: bans, the crawl switch, the per-day limit */
+	if (op && !strcmp(op, "changeLimits")) {
+		sto_limits_change(req, msg);
+		return;
+	}
 	if (op && !strcmp(op, "hosts")) {
 		json_t *arr = json_array();
 		for (uint32_t i = 1; i < hosts.n; i++)
@@ -684,6 +725,7 @@ int main(int argc, char **argv)
 	if (sto_accts_init((size_t)bt_cfg.store_account_cache, (size_t)bt_cfg.commit_batch) < 0)
 		bt_die_config("cannot allocate %lld account states (RELAY_STORE_ACCOUNT_CACHE)",
 			      (long long)bt_cfg.store_account_cache);
+	sto_limits_init(db, &hosts);
 	batch = bt_db_batch_new();
 	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
 	fault_parse();

@@ -24,6 +24,10 @@
  *	batonctl import-hosts FILE   register hosts (one per line) without the requestCrawl probe, as a
  *	                             bootstrap from a known list (like indigo's pull-hosts); ingest
  *	                             subscribes to them when it next starts
+ *	batonctl change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY]
+ *	                             set a host's account limit (throttled accounts up to it are
+ *	                             re-activated at once) and optionally its event rates (0 = from
+ *	                             the account limit); like POST /admin/pds/changeLimits
  *	It finds the relay through the same RELAY_SHM_DIR and RELAY_NAME as the relay.
  * DIAGNOSTICS
  *	Exit 1 if the relay does not answer in time (5 s; request-crawl 15 s) or refuses (the answer is printed), 2 on a
@@ -42,6 +46,7 @@ static int usage(void)
 	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | unblock HOST\n"
 			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
+			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY]\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
 }
@@ -139,6 +144,24 @@ int main(int argc, char **argv)
 		req = json_pack("{s:s,s:s,s:b}", "op", "requestCrawl", "hostname", argv[a + 1], "admin", 1);
 		if (a + 2 < argc)
 			json_object_set_new(req, "cursorHint", json_integer(atoll(argv[a + 2])));
+	} else if (!strcmp(cmd, "change-limits") && a + 2 < argc) {
+		char host[256];
+		bool insecure;
+		const char *why = NULL;
+		if (bt_host_normalize(argv[a + 1], true, host, sizeof host, &insecure, &why) < 0) {
+			fprintf(stderr, "batonctl: %s: %s\n", argv[a + 1], why);
+			return 2;
+		}
+		bt_params_ipc("store", ep, sizeof ep);
+		req = json_pack("{s:s,s:s}", "op", "changeLimits", "hostname", host);
+		static const char *const keys[] = { "repo_limit", "per_second", "per_hour", "per_day" };
+		for (int i = 0; i < 4 && a + 2 + i < argc; i++) {
+			char *end;
+			long long v = strtoll(argv[a + 2 + i], &end, 10);
+			if (*end || v < 0)
+				return usage();
+			json_object_set_new(req, keys[i], json_integer(v));
+		}
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
 		return import_hosts(argv[a + 1]);
 	} else {

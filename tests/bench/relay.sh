@@ -57,7 +57,7 @@ relay_start() {
 	mkdir -p "$T/data" "$T/shm"
 	env RELAY_DATA_DIR="$T/data" RELAY_SHM_DIR="$T/shm" RELAY_NAME="bt$$" RELAY_API_BIND="127.0.0.1:$API_PORT" RELAY_METRICS_LISTEN= \
 		RELAY_PLC_HOST="http://127.0.0.1:${PDS_PORT:-1}" RELAY_ALLOW_INSECURE_HOSTS=true RELAY_LOG_LEVEL=warn \
-		"$@" "$BUILD/baton" >>"$T/baton.log" 2>&1 &
+		RELAY_DEFAULT_ACCOUNT_LIMIT=1000000000 "$@" "$BUILD/baton" >>"$T/baton.log" 2>&1 &
 	SUP_PID=$!
 	API="http://127.0.0.1:$API_PORT"
 	WS="ws://127.0.0.1:$API_PORT/xrpc/com.atproto.sync.subscribeRepos"

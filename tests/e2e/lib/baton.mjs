@@ -5,7 +5,9 @@
 //   from the same directory) in its own process group with the environment
 //   the relay documents (RELAY_DATA_DIR, RELAY_SHM_DIR, RELAY_NAME,
 //   RELAY_API_BIND, RELAY_PLC_HOST, RELAY_ALLOW_INSECURE_HOSTS,
-//   RELAY_VERIFY_PROCS, RELAY_FANOUT_PROCS); its stderr goes to
+//   RELAY_VERIFY_PROCS, RELAY_FANOUT_PROCS, and RELAY_DEFAULT_ACCOUNT_LIMIT
+//   1000000, which lifts the per-host account and rate limits (1,050 events/s) so
+//   a scenario measures the pipeline; acctlimit and ratelimit set their own); its stderr goes to
 //   <tmpdir>/baton.log. Helpers: waitHealthy (GET /_health = 200),
 //   requestCrawl, status (`batonctl status` JSON), killStage (kill -9 a stage's
 //   pid) and waitRestarted (the supervisor brought up a new pid).
@@ -114,6 +116,7 @@ export class Baton {
       RELAY_ALLOW_INSECURE_HOSTS: 'true',
       RELAY_VERIFY_PROCS: String(this.verifyProcs),
       RELAY_FANOUT_PROCS: String(this.fanoutProcs),
+      RELAY_DEFAULT_ACCOUNT_LIMIT: '1000000',
       ...this.extraEnv,
     }
   }
