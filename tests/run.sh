@@ -49,7 +49,7 @@ for s in tests/proc/*.sh; do
 done
 if [ -f tests/e2e/run.mjs ]; then
 	run_one e2e-selftest 300 node tests/e2e/run.mjs --selftest
-	run_one e2e 1200 node tests/e2e/run.mjs "$BUILD"
+	run_one e2e 2400 node tests/e2e/run.mjs "$BUILD"
 fi
 # the official PDS (@atproto/pds) and consumer library against baton (make interop)
 if [ -f tests/interop/run.mjs ]; then
@@ -65,7 +65,7 @@ if [ -n "${ASAN_BUILD:-}" ] && [ -d "$ASAN_BUILD" ]; then
 		mkdir -p "$BT_TEST_TMP/asan"
 		ASAN_OPTIONS="log_path=$BT_TEST_TMP/asan/report:detect_leaks=0:abort_on_error=1" \
 		UBSAN_OPTIONS="log_path=$BT_TEST_TMP/asan/report:print_stacktrace=1:halt_on_error=1" \
-			run_one asan:e2e 1200 node tests/e2e/run.mjs "$ASAN_BUILD"
+			run_one asan:e2e 2400 node tests/e2e/run.mjs "$ASAN_BUILD"
 		if ls "$BT_TEST_TMP"/asan/report* >/dev/null 2>&1; then
 			echo "FAILED  asan:e2e-reports: sanitizer reports from relay processes:"
 			head -n 60 "$BT_TEST_TMP"/asan/report* | sed 's/^/    | /'
