@@ -77,6 +77,9 @@ void ing_lim_took(struct ing_host *h);                   /* one frame pushed */
 void ing_lim_ctl(struct bt_ctl_req *req, json_t *msg);  /* setLimits from the store */
 
 /* ingest_main.c */
+/* The store's reply to {op} (owned), retried every 2 s with heartbeats until it answers; NULL
+   only when the process is stopping. */
+json_t *ing_store_wait(const char *op);
 struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint64_t cursor, bool have_cursor,
 			      uint32_t epoch);
 struct ing_host *ing_host_find(const char *name);

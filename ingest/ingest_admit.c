@@ -111,11 +111,7 @@ void ing_admit_load(void)
 {
 	bt_params_ipc("store", store_ep, sizeof store_ep);
 	adm.per_day_limit = (uint64_t)bt_cfg.new_hosts_per_day;
-	json_t *r = NULL;
-	while (!bt_proc_stop && !(r = bt_ctl_call(store_ep, json_pack("{s:s}", "op", "admission"), 2000))) {
-		bt_proc_beat();
-		BT_LOG_EVERY(BT_LOG_INFO, "waiting for the store to answer (admission state)");
-	}
+	json_t *r = ing_store_wait("admission");
 	if (!r)
 		return;
 	apply_crawl(r);

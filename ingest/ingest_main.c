@@ -485,14 +485,20 @@ struct ing_host *ing_host_add(uint32_t id, const char *name, bool insecure, uint
 	return h;
 }
 
+json_t *ing_store_wait(const char *op)
+{
+	json_t *r = NULL;
+	while (!bt_proc_stop && !(r = bt_ctl_call(store_ep, json_pack("{s:s}", "op", op), 2000))) {
+		bt_proc_beat();
+		BT_LOG_EVERY(BT_LOG_INFO, "waiting for the store to answer %s", op);
+	}
+	return r;
+}
+
 /* The committed hosts and cursors, from the store (retried until it answers). */
 static void load_hosts(void)
 {
-	json_t *r = NULL;
-	while (!bt_proc_stop && !(r = bt_ctl_call(store_ep, json_pack("{s:s}", "op", "hosts"), 2000))) {
-		bt_proc_beat();
-		BT_LOG_EVERY(BT_LOG_INFO, "waiting for the store to answer");
-	}
+	json_t *r = ing_store_wait("hosts");
 	if (!r)
 		return;
 	json_t *arr = json_object_get(r, "hosts"), *it;

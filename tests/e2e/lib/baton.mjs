@@ -187,12 +187,13 @@ export class Baton {
   }
 
   // POSTs requestCrawl; resolves to { status, body } (body parsed if JSON).
-  async requestCrawl(hostname) {
+  // POST requestCrawl {hostname, cursorHint?} -> {status, body (JSON if it parses)}
+  async requestCrawl(hostname, cursorHint) {
     const res = await fetch(`${this.httpUrl}/xrpc/com.atproto.sync.requestCrawl`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ hostname }),
-      signal: AbortSignal.timeout(15000),
+      body: JSON.stringify(cursorHint === undefined ? { hostname } : { hostname, cursorHint }),
+      signal: AbortSignal.timeout(20000),
     })
     const text = await res.text()
     let body = text

@@ -23,6 +23,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
+import { sleep } from './baton.mjs'
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 
@@ -200,6 +201,16 @@ export class HostileHost {
 }
 
 // VmRSS in kB of one pid (0 if it is gone).
+// Polls pred every 250 ms until it holds (true) or ms have passed (false).
+export async function until(pred, ms) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (await pred()) return true
+    await sleep(250)
+  }
+  return false
+}
+
 export function rssKb(pid) {
   try {
     const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+)/m)

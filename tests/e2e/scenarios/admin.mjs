@@ -87,20 +87,7 @@ async function call(baton, method, path, { auth = 'basic', body } = {}) {
   return { status: res.status, body: b, www: res.headers.get('www-authenticate') }
 }
 
-async function crawl(baton, hostname, cursorHint) {
-  const res = await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.requestCrawl`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(cursorHint === undefined ? { hostname } : { hostname, cursorHint }),
-    signal: AbortSignal.timeout(20000),
-  })
-  const text = await res.text()
-  let body = text
-  try {
-    body = JSON.parse(text)
-  } catch {}
-  return { status: res.status, body }
-}
+const crawl = (baton, hostname, cursorHint) => baton.requestCrawl(hostname, cursorHint)
 
 async function until(pred, timeoutMs = 15000) {
   const end = Date.now() + timeoutMs

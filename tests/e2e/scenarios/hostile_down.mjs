@@ -21,21 +21,12 @@ import { relayWithPdses } from '../lib/setup.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
 import { Baton, sleep } from '../lib/baton.mjs'
-import { stageRss, rssReport, restartProblems } from '../lib/hostile.mjs'
+import { until, stageRss, rssReport, restartProblems } from '../lib/hostile.mjs'
 
 export const name = 'hostile_down'
 
 const IDLE = Number(process.env.HOSTILE_IDLE_CONNS || 2000)
 const SLOW = 100
-
-async function until(pred, ms) {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await pred()) return true
-    await sleep(250)
-  }
-  return false
-}
 
 // A raw connection that records what the server sent and when it closed.
 function rawConn(port, onConnect) {

@@ -19,20 +19,11 @@ import { relayWithPdses } from '../lib/setup.mjs'
 import { createAccounts, drive } from '../lib/workload.mjs'
 import { compareDelivery, validRepoEvents, forgedEvents, hasAll } from '../lib/harness.mjs'
 import { Baton, sleep } from '../lib/baton.mjs'
-import { HostileHost, stageRss, rssReport, restartProblems } from '../lib/hostile.mjs'
+import { HostileHost, until, stageRss, rssReport, restartProblems } from '../lib/hostile.mjs'
 
 export const name = 'hostile_up'
 
 const MODES = ['cbor', 'oversize', 'fragments', 'utf8', 'opcode', 'ping', 'silent', 'trickle']
-
-async function until(pred, ms) {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await pred()) return true
-    await sleep(250)
-  }
-  return false
-}
 
 export async function run(checks, ctx) {
   const { pdses, baton, live } = await relayWithPdses(checks, ctx, { names: ['good', 'flood'] })
