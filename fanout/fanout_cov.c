@@ -87,7 +87,8 @@ const struct fan_cov *fan_cov_get(void)
 	fan_db_catch_up(20);
 	char from[6];
 	bt_db_scan(fan.db, from, bt_key_host(from, 0), "h/", 2, scan_cb, NULL);
-	qsort(cov.hosts, cov.n, sizeof *cov.hosts, by_events);
+	if (cov.n) /* cov.hosts is NULL before the first host */
+		qsort(cov.hosts, cov.n, sizeof *cov.hosts, by_events);
 	uint64_t win = (uint64_t)bt_cfg.coverage_window * 1000u, look = (uint64_t)bt_cfg.coverage_lookback * 1000u;
 	for (size_t i = 0; i < cov.n; i++) {
 		const struct fan_cov_host *h = &cov.hosts[i];

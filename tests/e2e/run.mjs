@@ -70,8 +70,6 @@ const SCENARIO_TIMEOUT_MS = {
   coverage: 120000,
   consumers: 180000,
 }
-
-}
 const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down', 'metrics', 'coverage', 'consumers', 'acctlimit', 'ratelimit']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 2300) * 1000
 
