@@ -76,6 +76,9 @@ static const unsigned stat_roles[BT_STAT__COUNT] = {
 	[BT_STAT_IP_REFUSED] = RF,
 	[BT_STAT_BUDGET_HELD] = RF,
 	[BT_STAT_QUEUED_BYTES] = RF,
+	[BT_STAT_HTTP_REFUSED] = RF,
+	[BT_STAT_RATE_PAUSES] = RI,
+	[BT_STAT_THROTTLED_ACCOUNTS] = RS,
 };
 
 static const char *stat_doc[] = {
@@ -101,7 +104,9 @@ static bool drop_possible(enum bt_role r, enum bt_drop d)
 {
 	switch (r) {
 	case BT_ROLE_INGEST: return d == BT_DROP_DUPLICATE;
-	case BT_ROLE_VERIFY: return d != BT_DROP_DUPLICATE && d != BT_DROP_MALFORMED && d != BT_DROP_STALE_EPOCH;
+	case BT_ROLE_VERIFY:
+		return d != BT_DROP_DUPLICATE && d != BT_DROP_MALFORMED && d != BT_DROP_STALE_EPOCH &&
+		       d != BT_DROP_THROTTLED; /* the store's own */
 	case BT_ROLE_STORE: return true;
 	default: return false;
 	}

@@ -64,7 +64,7 @@ export async function run(checks, ctx) {
   checks.ok('getRepoStatus of an account under the limit: active', rs1.active === true, JSON.stringify(rs1))
   const hs = await (await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.getHostStatus?hostname=${A.host}`)).json()
   checks.ok('getHostStatus: accountCount 4, status active', hs.accountCount === 4 && hs.status === 'active', JSON.stringify(hs))
-  const metrics = await (await fetch(`${baton.httpUrl}/metrics`)).text()
+  const metrics = await (await fetch(baton.metricsUrl)).text()
   checks.ok('/metrics: one throttled account', /baton_throttled_accounts\{role="store"[^}]*\} 1\b/.test(metrics),
     metrics.split('\n').filter((l) => l.includes('throttled')).join(' | '))
   const st = await baton.status()
