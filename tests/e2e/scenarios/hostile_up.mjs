@@ -82,8 +82,10 @@ export async function run(checks, ctx) {
   // What the hosts saw ended, taken before the relay's counters (which can only be ahead).
   const framed = ['cbor', 'oversize', 'fragments', 'utf8', 'opcode'].reduce((n, m) => n + hosts[m].closed, 0)
   const ended = MODES.reduce((n, m) => n + hosts[m].closed, 0)
-  await sleep(500)
-  const after = await baton.status()
+  // the counters are published by ingest's loop: poll until they reach what the hosts saw
+  let after = await baton.status()
+  const badNow = (st) => Baton.sum(st, 'ingest', 'counters', 'bad_frames') - Baton.sum(before, 'ingest', 'counters', 'bad_frames')
+  await until(async () => badNow((after = await baton.status())) >= framed, 10000)
   const rssAfter = await stageRss(baton)
   checks.none('no stage crashed or was restarted', restartProblems(before, after))
   checks.none('no stage grew by more than 64 MiB resident', rssReport('hostile_up', rssBefore, rssAfter))
