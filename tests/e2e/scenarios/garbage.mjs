@@ -31,12 +31,13 @@ export async function run(checks, ctx) {
   const accounts = await createAccounts([bad, good], 3)
   const did = accounts.find((a) => a.pds === bad)?.acct?.did ?? accounts[0].acct?.did ?? 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa'
   const link = good.sent.find((e) => e.commit)?.commit
+  let errorFrames = 0 // a well-formed error frame ends the connection too, without being a bad frame
   const garbage = [
     () => bad.sendRaw(crypto.randomBytes(300)),
     () => bad.sendRaw('not a binary frame'),
     () => bad.sendRaw(Buffer.from([0xa2, 0x61, 0x74, 0x67, 0x23, 0x63])), // truncated header
     () => bad.sendRaw(Buffer.alloc(5_100_000, 7)), // over the frame limit
-    () => bad.sendRaw(Buffer.concat([Buffer.from([0xa2, 0x62, 0x6f, 0x70, 0x20, 0x61, 0x74, 0x61, 0x78]), Buffer.from([0xa1, 0x65, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x63, 0x42, 0x61, 0x64])])),
+    () => { errorFrames++; bad.sendRaw(Buffer.concat([Buffer.from([0xa2, 0x62, 0x6f, 0x70, 0x20, 0x61, 0x74, 0x61, 0x78]), Buffer.from([0xa1, 0x65, 0x65, 0x72, 0x72, 0x6f, 0x72, 0x63, 0x42, 0x61, 0x64])])) },
     () => bad.emitCustom('#commit', { repo: did, rev: '3kabcdefghij2', since: null, commit: null, blocks: crypto.randomBytes(64), ops: [], blobs: [], rebase: false, tooBig: false, time: new Date().toISOString() }, { reason: 'bad_frame' }), // commit: null is no CID: no #commit
     () => bad.emitCustom('#commit', { repo: did, time: new Date().toISOString() }, { reason: 'bad_frame' }),
     () => bad.emitCustom('#mystery', { did, time: new Date().toISOString(), link: link ?? null }, { reason: 'unknown_type' }),
@@ -58,11 +59,13 @@ export async function run(checks, ctx) {
   const pidsSame = (before?.stages || []).every((s, k) => after?.stages?.[k]?.pid === s.pid)
   checks.ok('no stage crashed or was restarted', restarts === 0 && pidsSame, `restarts ${restarts}`)
   const badFrames = Baton.sum(after, 'ingest', 'counters', 'bad_frames')
-  // every connection of the bad sim but its last ended over an undecodable frame (ingest backs
-  // off after one, so how many there were depends on the timing: compare with what the sim saw)
+  // every connection of the bad sim but its last ended over an undecodable frame or an error
+  // frame (ingest backs off after one, so how many there were depends on the timing: compare
+  // with what the sim saw)
   const dropped = bad.subscribeCount - 1
-  checks.ok('ingest counted the undecodable frames and dropped those connections', dropped >= 1 && badFrames >= dropped,
-    `bad_frames ${badFrames}, connections ended ${dropped}`)
+  checks.ok('ingest counted the undecodable frames and dropped those connections',
+    badFrames >= 1 && badFrames + errorFrames >= dropped,
+    `bad_frames ${badFrames}, error frames sent ${errorFrames}, connections ended ${dropped}`)
   const named = ['bad_car', 'bad_frame', 'unknown_type', 'bad_commit'].map((k) => Baton.sum(after, 'verify', 'drops', k))
   checks.ok('verify dropped the wrong-inside frames with named reasons', named.reduce((a, b) => a + b, 0) >= 3, JSON.stringify(named))
   // Each sequenced garbage frame is one drop with the reason it was planted with; the raw
