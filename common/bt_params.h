@@ -30,7 +30,7 @@
 	X(INT, consumer_buffer_mb, "RELAY_CONSUMER_BUFFER_MB", "256", 1, 65536,                        \
 	  "output buffered for all consumers of one fanout process, MiB; a consumer over its share reads from RocksDB later") \
 	X(DUR, consumer_read_timeout, "RELAY_CONSUMER_READ_TIMEOUT", "60", 1, 86400,                  \
-	  "a consumer whose queued output has not moved for this long is closed (it answers pings but does not read)") \
+	  "a consumer that acknowledged none of its queued output (ours or the kernel's send buffer) for this long is closed (it answers pings but does not read)") \
 	X(STR, plc_host, "RELAY_PLC_HOST", "https://plc.directory", 0, 0, "PLC directory base URL")   \
 	X(BOOL, allow_insecure_hosts, "RELAY_ALLOW_INSECURE_HOSTS", "false", 0, 0,                      \
 	  "accept requestCrawl of localhost:PORT and subscribe over plain ws (testing)")               \

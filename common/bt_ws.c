@@ -34,6 +34,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -649,6 +650,20 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
 uint64_t bt_ws_tx_bytes(const struct bt_ws *ws)
 {
 	return ws ? ws->tx_bytes : 0;
+}
+
+uint64_t bt_ws_acked(const struct bt_ws *ws, size_t *held)
+{
+	*held = 0;
+	if (!ws || !ws->bev)
+		return 0;
+	int unacked = 0;
+	evutil_socket_t fd = bufferevent_getfd(ws->bev);
+	/* SIOCOUTQ (= TIOCOUTQ): bytes in the send queue the peer has not acknowledged. */
+	if (fd < 0 || ioctl(fd, TIOCOUTQ, &unacked) < 0 || unacked < 0)
+		unacked = 0;
+	*held = bt_ws_outq(ws) + (size_t)unacked;
+	return ws->tx_bytes - (uint64_t)unacked;
 }
 
 void bt_ws_set_drain_lowat(struct bt_ws *ws, size_t lowat)

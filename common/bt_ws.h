@@ -115,6 +115,10 @@ int bt_ws_send_ref_ok(const struct bt_ws *ws);
 size_t bt_ws_outq(const struct bt_ws *ws);
 /* Server side: bytes written to the socket so far (a peer that reads makes it grow). */
 uint64_t bt_ws_tx_bytes(const struct bt_ws *ws);
+/* Server side: bytes the peer has acknowledged (written to the socket minus what the kernel still
+   holds unacknowledged: it stops growing when the peer stops reading and its window closes);
+   *held = bytes queued here and in the kernel's send queue. */
+uint64_t bt_ws_acked(const struct bt_ws *ws, size_t *held);
 /* Changes the on_drain threshold (bytes) of an open connection. */
 void bt_ws_set_drain_lowat(struct bt_ws *ws, size_t lowat);
 /* Graceful close (reason borrowed, cut at 123 bytes); on_close follows later, bounded by BT_WS_CLOSE_TIMEOUT_S.

@@ -85,7 +85,7 @@ struct fan_sub {
 	uint64_t cursor;    /* the cursor asked for (has_cursor) */
 	bool has_cursor;
 	uint64_t since_ms;  /* wall clock of the connect */
-	uint64_t tx_seen;   /* bt_ws_tx_bytes at the last watch */
+	uint64_t acked_seen; /* bt_ws_acked at the last watch */
 	uint64_t moved_ms;  /* monotonic: last watch that saw the output drain (or empty) */
 	size_t lowat;       /* drain threshold set on the connection */
 };
@@ -403,7 +403,9 @@ static void pump_run(struct fan_sub *s, struct run *run)
 	size_t sh = share();
 	fit_lowat(s, sh);
 	while (!s->closing) {
-		if (bt_ws_outq(s->ws) >= sh) {
+		/* The run taken so far is queued too, at its flush: count it (a run of adjacent live
+		   frames can be a whole chunk of the ring, far over a consumer's share). */
+		if (bt_ws_outq(s->ws) + run->f.n >= sh) {
 			if (sh < SUB_HIWAT)
 				bt_stat_add(bt_proc.stats, BT_STAT_BUDGET_HELD, 1);
 			break;
@@ -709,11 +711,14 @@ void fan_sub_watch(void)
 	uint64_t limit = (uint64_t)bt_cfg.consumer_read_timeout * 1000u, queued = 0;
 	for (struct fan_sub *s = subs, *nx; s; s = nx) {
 		nx = s->next;
-		size_t q = bt_ws_outq(s->ws);
+		size_t q = bt_ws_outq(s->ws), held;
 		queued += q;
-		uint64_t tx = bt_ws_tx_bytes(s->ws);
-		if (q == 0 || tx != s->tx_seen) {
-			s->tx_seen = tx;
+		/* Progress is what the peer acknowledged, not what we wrote: a peer that stops reading
+		   while the kernel's send buffer (up to tcp_wmem's 4 MiB) still takes our writes is
+		   not moving either. */
+		uint64_t acked = bt_ws_acked(s->ws, &held);
+		if (held == 0 || acked != s->acked_seen) {
+			s->acked_seen = acked;
 			s->moved_ms = now;
 			continue;
 		}
