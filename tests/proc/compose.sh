@@ -181,6 +181,8 @@ check "the Dockerfile installs every -dev package of the Makefile's RUN_PKGS ($n
 PORT=$(free_port)
 PDS_PORT=$(free_port)
 while [ "$PDS_PORT" = "$PORT" ]; do PDS_PORT=$(free_port); done
+MPORT=$(free_port)
+while [ "$MPORT" = "$PORT" ] || [ "$MPORT" = "$PDS_PORT" ]; do MPORT=$(free_port); done
 # What an operator's .env would say for this run: the PLC and PDS on 127.0.0.1, small rings.
 interpolate RELAY_PLC_HOST="http://127.0.0.1:$PDS_PORT" RELAY_ALLOW_INSECURE_HOSTS=true BATON_PORT="$PORT" \
 	RELAY_RING_MB=32 RELAY_BCAST_RING_MB=32 RELAY_HEARTBEAT_TIMEOUT=4 RELAY_ATTACH_WAIT=20 \
@@ -198,6 +200,7 @@ map() { # a value inside the container -> the same on this machine
 	/data | /data/*) v=$T/data${v#/data} ;;
 	/dev/shm | /dev/shm/*) v=$SHM${v#/dev/shm} ;;
 	:2470 | 0.0.0.0:2470) v=127.0.0.1:$PORT ;;
+	:2471 | 0.0.0.0:2471) v=127.0.0.1:$MPORT ;;
 	http://127.0.0.1:2470/*) v=http://127.0.0.1:$PORT/${v#http://127.0.0.1:2470/} ;;
 	esac
 	printf '%s\n' "$v"
@@ -256,6 +259,10 @@ check "/_health 200" $? "($(curl -s "http://127.0.0.1:$PORT/_health"))"
 mapfile -t hc < <(q '.services.fanout.healthcheck.test[1:][]' | while IFS= read -r a; do map "$a"; done)
 "${hc[@]}"
 check "the compose healthcheck command passes (${hc[*]})" $?
+check "the supervisor publishes the metrics port 2471 on 127.0.0.1 only" \
+	"$(q '.services.supervisor.ports | map(tostring) | if any(. == "127.0.0.1:2471:2471") then 0 else 1 end')"
+wait_for 10 sh -c "curl -sf http://127.0.0.1:$MPORT/metrics | grep -q '^baton_up{role=\"fanout\"'"
+check "the fanouts serve /metrics on RELAY_METRICS_LISTEN (2471, mapped to $MPORT)" $?
 
 # --- 3. a real flow ---------------------------------------------------------------------------
 "$B/tools/fakepds" --port "$PDS_PORT" --accounts 20 --rate 100 --seconds 3 --start-on-subscribe >"$T/fakepds.log" 2>&1 &
