@@ -40,6 +40,15 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# --version of every binary; bt_params.o is rebuilt when the version changes.
+BT_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(BT_VERSION)' | cmp -s - $@ || echo '$(BT_VERSION)' >$@
+$(BUILD)/common/bt_params.o: $(BUILD)/version.stamp
+$(BUILD)/common/bt_params.o: CFLAGS += -DBT_VERSION='"$(BT_VERSION)"'
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/libbt.a: $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -129,6 +129,15 @@ static void usage(const char *prog, const char *about, bool markdown)
 	}
 	printf("  %-28s %-32s %s\n", "--index", "BATON_INDEX",
 	       "which verify/fanout process this is (set by the supervisor; \"auto\": a fanout claims a free slot)");
+	printf("  %-28s %-32s %s\n", "--version", "", "prints the build's version (git describe) and exits");
+}
+
+#ifndef BT_VERSION
+#define BT_VERSION "unknown"
+#endif
+const char *bt_version(void)
+{
+	return BT_VERSION;
 }
 
 void bt_params_load(int argc, char **argv, const char *prog, const char *about)
@@ -144,6 +153,10 @@ void bt_params_load(int argc, char **argv, const char *prog, const char *about)
 		const char *arg = argv[a];
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
 			usage(prog, about, false);
+			exit(0);
+		}
+		if (!strcmp(arg, "--version")) {
+			printf("%s %s\n", prog, bt_version());
 			exit(0);
 		}
 		if (!strcmp(arg, "--help-markdown")) {

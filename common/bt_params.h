@@ -119,6 +119,8 @@ extern struct bt_config bt_cfg;
 
 /* Parse environment then flags into bt_cfg; --help prints usage and exits 0; errors exit 2.
    `about` is the one-line description printed by --help. */
+/* The build's version: `git describe --always --dirty` when it was built ("unknown" outside git). */
+const char *bt_version(void);
 void bt_params_load(int argc, char **argv, const char *prog, const char *about);
 /* Export every resolved value into the environment (supervisor, before starting stages). */
 void bt_params_export(void);

@@ -92,6 +92,10 @@ static int import_hosts(const char *path)
 int main(int argc, char **argv)
 {
 	int a = 1;
+	if (argc > 1 && !strcmp(argv[1], "--version")) {
+		printf("batonctl %s\n", bt_version());
+		return 0;
+	}
 	/* Flags of the parameter table may precede the command. */
 	while (a < argc && !strncmp(argv[a], "--", 2) && strcmp(argv[a], "--help"))
 		a++;

@@ -43,6 +43,14 @@ check "--help lists the parameters" $?
 "$B/baton" --help-markdown | diff -q - <(tail -n +6 "$(dirname "$0")/../../docs/config.md") >/dev/null
 check "docs/config.md matches the parameter table (baton --help-markdown)" $?
 
+want=$(git -C "$(dirname "$0")/../.." describe --always 2>/dev/null || echo unknown)
+for bin in baton baton-ingest baton-verify baton-store baton-fanout batonctl; do
+	v=$("$B/$bin" --version 2>&1)
+	rc=$?
+	case $v in "$bin $want"*) ok=0 ;; *) ok=1 ;; esac
+	check "$bin --version exits 0 with the build's version" $([ $rc -eq 0 ] && [ $ok -eq 0 ]; echo $?) "($v, rc $rc, want $bin $want)"
+done
+
 env $(env_for a) RELAY_VERIFY_PROCS=notanumber "$B/baton" >"$T/a.log" 2>&1
 check "a bad parameter exits 2" $([ $? -eq 2 ]; echo $?)
 
