@@ -9,7 +9,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN make -j"$(nproc)" BUILD=build \
+# .git is not in the build context: pass the version (docker build --build-arg BATON_VERSION=$(git describe))
+ARG BATON_VERSION=unknown
+RUN make -j"$(nproc)" BUILD=build BT_VERSION="$BATON_VERSION" \
       build/baton build/baton-ingest build/baton-verify build/baton-store build/baton-fanout build/batonctl
 
 # Runtime stage: the shared libraries those -dev packages link against, curl for the healthcheck.
