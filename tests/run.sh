@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of baton and ends with one line "N passed, N failed".
-#   tests/run.sh [BUILD_DIR]      unit tests, multi-process tests, then the end-to-end scenarios;
+#   tests/run.sh [BUILD_DIR]      unit tests, multi-process tests, short fuzz runs, then the end-to-end scenarios;
 #   with ASAN_BUILD=build-asan the same again on the sanitizer build.
 # Each test binary or script prints its own "N passed, N failed"; a test that crashes or
 # times out without that line counts as one failure.  Logs of failures stay in $BT_TEST_TMP.
@@ -47,6 +47,8 @@ for s in tests/proc/*.sh; do
 	[ -f "$s" ] || continue
 	run_one "$(basename "$s" .sh)" 600 bash "$s" "$BUILD"
 done
+# every libFuzzer target a few seconds, and its regression inputs (tests/fuzz/run.sh)
+run_one fuzz 600 bash tests/fuzz/run.sh "$BUILD"
 if [ -f tests/e2e/run.mjs ]; then
 	run_one e2e-selftest 300 node tests/e2e/run.mjs --selftest
 	run_one e2e 2400 node tests/e2e/run.mjs "$BUILD"
