@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -52,11 +54,25 @@ void fan_bell_update(void)
 {
 }
 
+static char db_dir[] = "/tmp/baton-fuzz-db.XXXXXX";
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	return remove(p);
+}
+
+/* At exit (libFuzzer ends with exit()): the temporary database goes. */
+static void rm_db(void)
+{
+	bt_db_close(&fan.db);
+	nftw(db_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void seed_db(void)
 {
-	char dir[] = "/tmp/baton-fuzz-db.XXXXXX";
-	if (!mkdtemp(dir) || bt_db_open_primary(dir, false, &fan.db) < 0)
+	if (!mkdtemp(db_dir) || bt_db_open_primary(db_dir, false, &fan.db) < 0)
 		abort();
+	atexit(rm_db);
 	struct bt_host_rec h = { .version = 1, .host_id = 1, .status = BT_HOST_ACTIVE, .cursor = 42 };
 	h.host_len = (uint16_t)snprintf(h.host, sizeof h.host, "localhost:2583");
 	char k[BT_DID_MAX + 8];
