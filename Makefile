@@ -84,11 +84,13 @@ deps:
 run: deps-run all
 	exec $(BUILD)/baton
 
-# Normal build, then the ASan+UBSan build; one run of every test on each (tests/run.sh).
+# Normal build, then the ASan+UBSan build; one run of every test on each, then the TSan build's
+# threaded unit tests and two scenarios (tests/run.sh).
 test: deps
 	$(MAKE) all
 	$(MAKE) asan
-	ASAN_BUILD=build-asan ./tests/run.sh $(BUILD)
+	$(MAKE) tsan
+	ASAN_BUILD=build-asan TSAN_BUILD=build-tsan ./tests/run.sh $(BUILD)
 
 test-only: all
 	./tests/run.sh $(BUILD)
@@ -101,7 +103,6 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 
 # ThreadSanitizer build of every stage (build-tsan); tests/tsan.supp lists third-party code only.
-# Not yet run by make test.
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer -Wno-tsan" all
 
