@@ -7,7 +7,7 @@
  *	socketpair, as bt_http_upgrade hands a connection over).  Client side (odd): a valid
  *	101 answer to a fixed Sec-WebSocket-Key is sent first, so every byte after it is a
  *	frame from a server.  The callbacks echo messages and close on a message starting
- *	with 'c', so queued writes, pongs and the close handshake run under the input too.
+ *	with 'c' (and pause reading, once, on one starting with 'p'), so queued writes, pongs and the close handshake run under the input too.
  * DIAGNOSTICS
  *	Crashes and sanitizer reports only.
  */
@@ -23,14 +23,14 @@
 #include "bt_ws_int.h"
 
 static struct event_base *base;
-static int closed;
+static int closed, paused; /* paused: once per input, resumed at its end */
 
 static void on_msg(struct bt_ws *ws, int op, const uint8_t *p, size_t n, void *arg)
 {
 	if (n && p[0] == 'c')
 		bt_ws_close(ws, 1000, "c");
-	else if (n && p[0] == 'p')
-		bt_ws_pause(ws);
+	else if (n && p[0] == 'p' && !paused)
+		paused = 1, bt_ws_pause(ws);
 	else
 		bt_ws_send(ws, op, p, n);
 }
@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	static const struct bt_ws_cbs cbs = { NULL, on_msg, on_close, NULL };
 	static const struct bt_ws_opts o = { .max_msg = 8192, .drain_lowat = 1024 };
-	closed = 0;
+	closed = paused = 0;
 	struct bt_ws *ws;
 	if (mode & 1) {
 		ws = bt_ws_connect_fd(base, sv[1], "h", "/", &cbs, NULL, &o);
