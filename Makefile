@@ -93,11 +93,13 @@ deps:
 run: deps-run all
 	exec $(BUILD)/baton
 
-# Normal build, then the ASan+UBSan build; one run of every test on each (tests/run.sh).
+# Normal build, then the ASan+UBSan build; one run of every test on each, then the TSan build's
+# threaded unit tests and two scenarios (tests/run.sh).
 test: deps
 	$(MAKE) all
 	$(MAKE) asan
-	ASAN_BUILD=build-asan ./tests/run.sh $(BUILD)
+	$(MAKE) tsan
+	ASAN_BUILD=build-asan TSAN_BUILD=build-tsan ./tests/run.sh $(BUILD)
 
 test-only: all
 	./tests/run.sh $(BUILD)
@@ -110,23 +112,36 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 
 # ThreadSanitizer build of every stage (build-tsan); tests/tsan.supp lists third-party code only.
-# Not yet run by make test.
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer -Wno-tsan" all
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-# Each target runs FUZZ_SECONDS (default 20) on a copy of its seed corpus (new inputs stay in build/).
+# libFuzzer targets (clang, ASan+UBSan) in $(BUILD)/fuzz: common/ is compiled once into an archive
+# (libbt.a) and the fanout's files, without its main(), with tests/fuzz/fanout_stub.c into libfan.a.
+FUZZ_DIR    := $(BUILD)/fuzz
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -Icommon -Ifanout -pthread -MMD -MP $(FUZZ_SAN) \
+               -fsanitize=fuzzer-no-link
+FUZZ_BINS   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
+FUZZ_FANOUT := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out fanout/fanout_main.c,$(wildcard fanout/*.c)) \
+               tests/fuzz/fanout_stub.c)
+.PHONY: fuzz-bins
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_DIR)/libbt.a: $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(wildcard common/*.c))
+	@rm -f $@
+	ar rcs $@ $^
+$(FUZZ_DIR)/libfan.a: $(FUZZ_FANOUT)
+	@rm -f $@
+	ar rcs $@ $^
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/libfan.a $(FUZZ_DIR)/libbt.a
+	clang $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LIBS)
+fuzz-bins: $(FUZZ_BINS)
+# Each target runs FUZZ_SECONDS (default 20) on a copy of its seed corpus (new inputs stay in
+# $(BUILD)/fuzz), then replays tests/fuzz/regress/<target>/ (tests/fuzz/run.sh; make test: 3 s each).
 fuzz: deps
-	@mkdir -p $(BUILD)/fuzz
-	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined $$f common/*.c \
-	    -o $(BUILD)/fuzz/$$n $(LIBS) -pthread || exit 1; \
-	  rm -rf $(BUILD)/fuzz/corpus-$$n; mkdir -p $(BUILD)/fuzz/corpus-$$n; \
-	  cp tests/fuzz/corpus/$$n/* $(BUILD)/fuzz/corpus-$$n/ 2>/dev/null; \
-	  echo "== $$n"; $(BUILD)/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-20} -rss_limit_mb=2048 \
-	    $(BUILD)/fuzz/corpus-$$n 2>&1 | tail -2; \
-	  [ $${PIPESTATUS[0]:-0} -eq 0 ] || exit 1; \
-	done
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh $(BUILD)
 
 bench: deps all
 	./tests/bench.sh $(BUILD)
