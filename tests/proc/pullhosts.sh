@@ -16,7 +16,7 @@ pass=0 fail=0
 check() { if [ "$2" -eq 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=$((fail + 1)); echo "not ok - $1 ${3:-}"; fi; }
 port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 PA=$(port) PB=$(port)
-common="RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_ALLOW_INSECURE_HOSTS=true RELAY_VERIFY_PROCS=1 RELAY_FANOUT_PROCS=1 RELAY_RING_MB=32 RELAY_BCAST_RING_MB=32 RELAY_METRICS_LISTEN="
+common="RELAY_PLC_HOST=http://127.0.0.1:9 RELAY_ALLOW_INSECURE_HOSTS=true RELAY_VERIFY_PROCS=1 RELAY_FANOUT_PROCS=1 RELAY_RING_MB=32 RELAY_BCAST_RING_MB=32 RELAY_METRICS_LISTEN= RELAY_SYNC_WRITES=false" # durability is not under test: no fsync per registration
 EA="$common RELAY_DATA_DIR=$T/a RELAY_SHM_DIR=$T RELAY_NAME=pulla$$ RELAY_API_BIND=127.0.0.1:$PA"
 EB="$common RELAY_DATA_DIR=$T/b RELAY_SHM_DIR=$T RELAY_NAME=pullb$$ RELAY_API_BIND=127.0.0.1:$PB"
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/_health")" = 200 ]; }
