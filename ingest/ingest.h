@@ -51,6 +51,7 @@ struct ing_crawl_opts {
 	bool admin;          /* /admin/pds/requestCrawl, RELAY_HOSTS: past the switch and the per-day limit */
 	bool has_hint;
 	uint64_t cursor_hint; /* a host never seen starts at subscribeRepos?cursor=cursor_hint */
+	bool no_probe;        /* admin only (batonctl pull-hosts): register without the describeServer probe */
 };
 void ing_crawl_init(struct event_base *base);
 void ing_crawl_request(struct bt_ctl_req *req, const char *hostname, const struct ing_crawl_opts *o);

@@ -275,7 +275,8 @@ static bool ban_host(struct bt_ctl_req *req, const char *norm)
 
 static void op_request_crawl(struct bt_ctl_req *req, json_t *msg)
 {
-	struct ing_crawl_opts o = { .admin = json_is_true(json_object_get(msg, "admin")) };
+	struct ing_crawl_opts o = { .admin = json_is_true(json_object_get(msg, "admin")),
+				    .no_probe = json_is_true(json_object_get(msg, "noProbe")) };
 	json_t *hint = json_object_get(msg, "cursorHint");
 	if (hint && !json_is_null(hint)) {
 		if (!json_is_integer(hint) || json_integer_value(hint) < 0) {

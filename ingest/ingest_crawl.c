@@ -20,7 +20,8 @@
  *	once, without a probe (lesson 16).  The operator's requestCrawl (admin) and RELAY_HOSTS
  *	skip 5 and 6 (as indigo's admin requestCrawl).  A cursorHint (indigo PR 1268) given
  *	for a host the store has never seen is its starting cursor: the first subscribe asks
- *	subscribeRepos?cursor=<hint>, so a quiet host is not started at "live only".
+ *	subscribeRepos?cursor=<hint>, so a quiet host is not started at "live only".  The operator's
+ *	requestCrawl with noProbe (batonctl pull-hosts) skips 7 too (1-4 still apply).
  * DIAGNOSTICS
  *	Refusals answer {ok:false, status, error, message} and count crawls_refused.
  */
@@ -181,6 +182,12 @@ void ing_crawl_request(struct bt_ctl_req *req, const char *hostname, const struc
 	if (!c->o.admin) {
 		ing_admit_probe_started();
 		c->reserved = true;
+	}
+	/* The operator's bulk bootstrap (batonctl pull-hosts): the other relay vouches for the
+	   host; probing thousands of them would take minutes.  Everything above still applies. */
+	if (c->o.admin && c->o.no_probe) {
+		on_probe(c, 200, NULL, 0, NULL);
+		return;
 	}
 	/* 7: the probe */
 	char url[BT_HOST_MAX + 96];

@@ -28,6 +28,15 @@
  *	                             set a host's account limit (throttled accounts up to it are
  *	                             re-activated at once) and optionally its event rates (0 = from
  *	                             the account limit); like POST /admin/pds/changeLimits
+ *	batonctl import-hosts lines may be "HOST CURSOR": the host's starting cursor (its seq).
+ *	batonctl pull-hosts URL      bootstrap from another relay (like indigo's pull-hosts): pages
+ *	                             through URL's com.atproto.sync.listHosts (limit 500, at most
+ *	                             400 pages / 100,000 hosts, 10 s a page); skips hosts whose
+ *	                             status is not active/idle, whose seq <= 0, that this relay
+ *	                             knows, and (without RELAY_ALLOW_INSECURE_HOSTS) non-SSL ones;
+ *	                             the rest go through ingest's admission (requestCrawl as the
+ *	                             operator, without the probe): banned hosts and domains are
+ *	                             refused and counted, never fetched.  Prints the counts (JSON).
  *	It finds the relay through the same RELAY_SHM_DIR and RELAY_NAME as the relay.
  * DIAGNOSTICS
  *	Exit 1 if the relay does not answer in time (5 s; request-crawl 15 s) or refuses (the answer is printed), 2 on a
@@ -37,6 +46,7 @@
 #include "bt_host.h"
 #include "bt_params.h"
 
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +56,7 @@ static int usage(void)
 	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | unblock HOST\n"
 			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
+			"  | pull-hosts URL"
 			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY]\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
@@ -67,6 +78,18 @@ static int import_hosts(const char *path)
 		line[strcspn(line, "\r\n")] = 0;
 		if (!line[0] || line[0] == '#')
 			continue;
+		char *sp = strchr(line, ' ');
+		long long cursor = -1;
+		if (sp) {
+			*sp = 0;
+			char *end;
+			cursor = strtoll(sp + 1, &end, 10);
+			if (*end || cursor < 0) {
+				fprintf(stderr, "batonctl: %s: bad cursor\n", line);
+				refused++;
+				continue;
+			}
+		}
 		bool insecure;
 		const char *why = NULL;
 		if (bt_host_normalize(line, bt_cfg.allow_insecure_hosts, host, sizeof host, &insecure, &why) < 0) {
@@ -74,7 +97,10 @@ static int import_hosts(const char *path)
 			refused++;
 			continue;
 		}
-		json_t *r = bt_ctl_call(ep, json_pack("{s:s,s:s}", "op", "addHost", "hostname", host), 3000);
+		json_t *add = json_pack("{s:s,s:s}", "op", "addHost", "hostname", host);
+		if (cursor >= 0)
+			json_object_set_new(add, "cursor", json_integer(cursor));
+		json_t *r = bt_ctl_call(ep, add, 3000);
 		if (!r || !json_is_integer(json_object_get(r, "id")))
 			failed++;
 		else if (json_is_true(json_object_get(r, "existed")))
@@ -87,6 +113,197 @@ static int import_hosts(const char *path)
 		fclose(f);
 	printf("{\"added\": %d, \"known\": %d, \"refused\": %d, \"failed\": %d}\n", added, known, refused, failed);
 	return failed ? 1 : 0;
+}
+
+#define PULL_PAGE 500
+#define PULL_MAX_PAGES 400
+#define PULL_MAX_HOSTS 100000
+#define PULL_MAX_BODY (8u << 20)
+
+struct body {
+	char *p;
+	size_t n;
+};
+
+static size_t on_body(char *d, size_t sz, size_t nm, void *arg)
+{
+	struct body *b = arg;
+	size_t k = sz * nm;
+	if (b->n + k > PULL_MAX_BODY)
+		return 0; /* too big: curl fails the transfer */
+	char *q = realloc(b->p, b->n + k + 1);
+	if (!q)
+		return 0;
+	memcpy(q + b->n, d, k);
+	b->p = q;
+	b->n += k;
+	b->p[b->n] = 0;
+	return k;
+}
+
+/* One listHosts page of base after cursor (NULL: the first): the parsed answer, owned; NULL with
+   a message on stderr if it failed. */
+static json_t *list_page(CURL *c, const char *base, const char *cursor)
+{
+	char url[2048];
+	char *esc = cursor ? curl_easy_escape(c, cursor, 0) : NULL;
+	size_t bl = strlen(base);
+	while (bl && base[bl - 1] == '/')
+		bl--;
+	snprintf(url, sizeof url, "%.*s/xrpc/com.atproto.sync.listHosts?limit=%d%s%s", (int)bl, base, PULL_PAGE,
+		 esc ? "&cursor=" : "", esc ? esc : "");
+	curl_free(esc);
+	struct body b = { 0 };
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_USERAGENT, bt_cfg.user_agent);
+	CURLcode rc = curl_easy_perform(c);
+	long code = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	json_t *j = NULL;
+	if (rc != CURLE_OK)
+		fprintf(stderr, "batonctl: %s: %s\n", url, curl_easy_strerror(rc));
+	else if (code != 200)
+		fprintf(stderr, "batonctl: %s: HTTP %ld\n", url, code);
+	else if (!(j = json_loadb(b.p ? b.p : "", b.n, 0, NULL)) || !json_is_array(json_object_get(j, "hosts"))) {
+		fprintf(stderr, "batonctl: %s: not a listHosts answer\n", url);
+		json_decref(j);
+		j = NULL;
+	}
+	free(b.p);
+	return j;
+}
+
+/* The hostnames this relay's store knows (normalised), as a JSON object used as a set. */
+static json_t *known_hosts(void)
+{
+	char ep[600];
+	bt_params_ipc("store", ep, sizeof ep);
+	json_t *r = bt_ctl_call(ep, json_pack("{s:s}", "op", "hosts"), 5000);
+	if (!r)
+		return NULL;
+	json_t *set = json_object();
+	size_t i;
+	json_t *it;
+	json_array_foreach(json_object_get(r, "hosts"), i, it)
+	{
+		const char *name = json_string_value(json_object_get(it, "host"));
+		const char *st = json_string_value(json_object_get(it, "status"));
+		char norm[256];
+		bool insecure;
+		/* a banned host is left to the admission, which refuses and counts it */
+		if (name && !(st && !strcmp(st, "banned")) && bt_host_normalize(name, true, norm, sizeof norm, &insecure, NULL) == 0)
+			json_object_set_new(set, norm, json_true());
+	}
+	json_decref(r);
+	return set;
+}
+
+static void count(json_t *o, const char *k)
+{
+	json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + 1));
+}
+
+/* pull-hosts URL: see the header.  Exit 0 if every page was read and every admission answered. */
+static int pull_hosts(const char *base)
+{
+	json_t *known = known_hosts();
+	if (!known) {
+		fprintf(stderr, "batonctl: no answer from the store\n");
+		return 1;
+	}
+	char ep[600];
+	bt_params_ipc("ingest", ep, sizeof ep);
+	CURL *c = curl_easy_init();
+	if (!c) {
+		json_decref(known);
+		return 1;
+	}
+	json_t *skipped = json_object(), *refused = json_object();
+	int added = 0, seen = 0, pages = 0, failed = 0;
+	bool complete = false;
+	char *cursor = NULL;
+	while (pages < PULL_MAX_PAGES && seen < PULL_MAX_HOSTS) {
+		json_t *pg = list_page(c, base, cursor);
+		if (!pg) {
+			failed++;
+			break;
+		}
+		pages++;
+		size_t i;
+		json_t *h;
+		json_array_foreach(json_object_get(pg, "hosts"), i, h)
+		{
+			if (seen >= PULL_MAX_HOSTS)
+				break;
+			seen++;
+			const char *name = json_string_value(json_object_get(h, "hostname"));
+			const char *st = json_string_value(json_object_get(h, "status"));
+			json_t *seq = json_object_get(h, "seq");
+			char norm[256];
+			bool insecure;
+			const char *why = NULL;
+			if (!name || bt_host_normalize(name, true, norm, sizeof norm, &insecure, &why) < 0) {
+				count(skipped, "syntax");
+				continue;
+			}
+			if (st && strcmp(st, "active") && strcmp(st, "idle")) {
+				count(skipped, "status");
+				continue;
+			}
+			if (!json_is_integer(seq) || json_integer_value(seq) <= 0) {
+				count(skipped, "seq");
+				continue;
+			}
+			if (json_object_get(known, norm)) {
+				count(skipped, "known");
+				continue;
+			}
+			if (insecure && !bt_cfg.allow_insecure_hosts) {
+				count(skipped, "insecure");
+				continue;
+			}
+			json_t *req = json_pack("{s:s,s:s,s:b,s:b,s:I}", "op", "requestCrawl", "hostname", norm, "admin", 1,
+						"noProbe", 1, "cursorHint", json_integer_value(seq));
+			json_t *r = bt_ctl_call(ep, req, 5000);
+			if (!r) {
+				failed++;
+			} else if (json_is_true(json_object_get(r, "ok"))) {
+				added++;
+				json_object_set_new(known, norm, json_true());
+			} else {
+				const char *e = json_string_value(json_object_get(r, "error"));
+				count(refused, e ? e : "unknown");
+				if (e && !strcmp(e, "ServiceUnavailable"))
+					failed++;
+			}
+			json_decref(r);
+		}
+		const char *next = json_string_value(json_object_get(pg, "cursor"));
+		bool more = next && *next && json_array_size(json_object_get(pg, "hosts")) > 0 &&
+			    (!cursor || strcmp(next, cursor));
+		free(cursor);
+		cursor = more ? strdup(next) : NULL;
+		json_decref(pg);
+		if (!cursor) {
+			complete = true;
+			break;
+		}
+	}
+	free(cursor);
+	curl_easy_cleanup(c);
+	json_t *out = json_pack("{s:i,s:i,s:i,s:o,s:o,s:b,s:i}", "added", added, "seen", seen, "pages", pages,
+				"skipped", skipped, "refused", refused, "complete", complete, "failed", failed);
+	char *txt = json_dumps(out, JSON_SORT_KEYS);
+	puts(txt);
+	free(txt);
+	json_decref(out);
+	json_decref(known);
+	return failed || !complete ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -168,6 +385,8 @@ int main(int argc, char **argv)
 		}
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
 		return import_hosts(argv[a + 1]);
+	} else if (!strcmp(cmd, "pull-hosts") && a + 1 < argc) {
+		return pull_hosts(argv[a + 1]);
 	} else {
 		return usage();
 	}
