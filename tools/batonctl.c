@@ -46,7 +46,10 @@
 #include "bt_host.h"
 #include "bt_params.h"
 
-#include <curl/curl.h>
+#include "bt_fetch.h"
+
+#include <ctype.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +59,7 @@ static int usage(void)
 	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | unblock HOST\n"
 			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
-			"  | pull-hosts URL"
+			"  | pull-hosts URL\n"
 			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY]\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
@@ -118,64 +121,50 @@ static int import_hosts(const char *path)
 #define PULL_PAGE 500
 #define PULL_MAX_PAGES 400
 #define PULL_MAX_HOSTS 100000
-#define PULL_MAX_BODY (8u << 20)
+#define PULL_MAX_BODY ((size_t)8 << 20)
 
-struct body {
-	char *p;
-	size_t n;
+struct page {
+	bool done;
+	json_t *j;
 };
 
-static size_t on_body(char *d, size_t sz, size_t nm, void *arg)
+static void on_page(void *arg, int status, const char *body, size_t len, const char *server)
 {
-	struct body *b = arg;
-	size_t k = sz * nm;
-	if (b->n + k > PULL_MAX_BODY)
-		return 0; /* too big: curl fails the transfer */
-	char *q = realloc(b->p, b->n + k + 1);
-	if (!q)
-		return 0;
-	memcpy(q + b->n, d, k);
-	b->p = q;
-	b->n += k;
-	b->p[b->n] = 0;
-	return k;
+	struct page *pg = arg;
+	pg->done = true;
+	if (status < 0)
+		fprintf(stderr, "batonctl: listHosts: %s\n", strerror(-status));
+	else if (status != 200)
+		fprintf(stderr, "batonctl: listHosts: HTTP %d\n", status);
+	else if (!(pg->j = json_loadb(body, len, 0, NULL)) || !json_is_array(json_object_get(pg->j, "hosts"))) {
+		fprintf(stderr, "batonctl: listHosts: not a listHosts answer\n");
+		json_decref(pg->j);
+		pg->j = NULL;
+	}
 }
 
-/* One listHosts page of base after cursor (NULL: the first): the parsed answer, owned; NULL with
-   a message on stderr if it failed. */
-static json_t *list_page(CURL *c, const char *base, const char *cursor)
+/* One listHosts page of base after cursor (NULL: the first), fetched with bt_fetch on a loop of
+   its own: the parsed answer, owned; NULL with a message on stderr if it failed. */
+static json_t *list_page(struct event_base *ev, struct bt_fetch *f, const char *base, const char *cursor)
 {
-	char url[2048];
-	char *esc = cursor ? curl_easy_escape(c, cursor, 0) : NULL;
+	char url[2048], esc[1024] = "";
 	size_t bl = strlen(base);
 	while (bl && base[bl - 1] == '/')
 		bl--;
-	snprintf(url, sizeof url, "%.*s/xrpc/com.atproto.sync.listHosts?limit=%d%s%s", (int)bl, base, PULL_PAGE,
-		 esc ? "&cursor=" : "", esc ? esc : "");
-	curl_free(esc);
-	struct body b = { 0 };
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_USERAGENT, bt_cfg.user_agent);
-	CURLcode rc = curl_easy_perform(c);
-	long code = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-	json_t *j = NULL;
-	if (rc != CURLE_OK)
-		fprintf(stderr, "batonctl: %s: %s\n", url, curl_easy_strerror(rc));
-	else if (code != 200)
-		fprintf(stderr, "batonctl: %s: HTTP %ld\n", url, code);
-	else if (!(j = json_loadb(b.p ? b.p : "", b.n, 0, NULL)) || !json_is_array(json_object_get(j, "hosts"))) {
-		fprintf(stderr, "batonctl: %s: not a listHosts answer\n", url);
-		json_decref(j);
-		j = NULL;
+	for (size_t i = 0, o = 0; cursor && cursor[i] && o + 4 < sizeof esc; i++) {
+		unsigned char ch = (unsigned char)cursor[i];
+		o += (size_t)snprintf(esc + o, sizeof esc - o, isalnum(ch) || strchr("-._~", ch) ? "%c" : "%%%02X", ch);
 	}
-	free(b.p);
-	return j;
+	snprintf(url, sizeof url, "%.*s/xrpc/com.atproto.sync.listHosts?limit=%d%s%s", (int)bl, base, PULL_PAGE,
+		 cursor ? "&cursor=" : "", esc);
+	struct page pg = { 0 };
+	if (bt_fetch_get(f, url, on_page, &pg) < 0) {
+		fprintf(stderr, "batonctl: %s: cannot start the request\n", url);
+		return NULL;
+	}
+	while (!pg.done && event_base_loop(ev, EVLOOP_ONCE) == 0)
+		;
+	return pg.j;
 }
 
 /* The hostnames this relay's store knows (normalised), as a JSON object used as a set. */
@@ -218,8 +207,13 @@ static int pull_hosts(const char *base)
 	}
 	char ep[600];
 	bt_params_ipc("ingest", ep, sizeof ep);
-	CURL *c = curl_easy_init();
-	if (!c) {
+	struct event_base *ev = event_base_new();
+	struct bt_fetch_opts fo = { .max_conns = 1, .timeout_ms = 10000, .max_body = PULL_MAX_BODY,
+				    .user_agent = bt_cfg.user_agent };
+	struct bt_fetch *f = ev ? bt_fetch_new(ev, &fo) : NULL;
+	if (!f) {
+		if (ev)
+			event_base_free(ev);
 		json_decref(known);
 		return 1;
 	}
@@ -228,7 +222,7 @@ static int pull_hosts(const char *base)
 	bool complete = false;
 	char *cursor = NULL;
 	while (pages < PULL_MAX_PAGES && seen < PULL_MAX_HOSTS) {
-		json_t *pg = list_page(c, base, cursor);
+		json_t *pg = list_page(ev, f, base, cursor);
 		if (!pg) {
 			failed++;
 			break;
@@ -295,7 +289,8 @@ static int pull_hosts(const char *base)
 		}
 	}
 	free(cursor);
-	curl_easy_cleanup(c);
+	bt_fetch_free(&f);
+	event_base_free(ev);
 	json_t *out = json_pack("{s:i,s:i,s:i,s:o,s:o,s:b,s:i}", "added", added, "seen", seen, "pages", pages,
 				"skipped", skipped, "refused", refused, "complete", complete, "failed", failed);
 	char *txt = json_dumps(out, JSON_SORT_KEYS);
