@@ -373,6 +373,11 @@ size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn)
 	return did_key('i', out, cap, did, dn);
 }
 
+size_t bt_key_takedown(char *out, size_t cap, const char *did, size_t dn)
+{
+	return did_key('k', out, cap, did, dn);
+}
+
 size_t bt_key_host(char out[6], uint32_t host_id)
 {
 	out[0] = 'h';

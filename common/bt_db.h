@@ -30,6 +30,9 @@
  *	  "t/" be32(host_id) be64(serial) did
  *	                                 empty: an account throttled by its host's account limit, in
  *	                                 the order it was throttled (re-activated first-come first)
+ *	  "k/" did                       struct bt_takedown_rec: an account taken down by the operator
+ *	                                 (store/store_takedown.c); kept after a reversal
+ *	  "m/erase"                      be64: the next event seq the takedown eraser reads
  * DIAGNOSTICS
  *	Functions return 0 or a negative code and log RocksDB's message once.
  */
@@ -58,6 +61,8 @@ _Static_assert(sizeof(struct bt_ev_hdr) == 16, "bt_ev_hdr layout");
 #define BT_ACCT_COUNTED 2u   /* counted in its host's account count (store_limits.c) */
 #define BT_ACCT_THROTTLED 4u /* over its host's account limit: shown inactive, status "throttled";
                                 BT_ACCT_ACTIVE and status stay the upstream's */
+#define BT_ACCT_TAKENDOWN 8u /* taken down by the operator: shown inactive, status "takendown";
+                                BT_ACCT_ACTIVE and status stay the upstream's */
 struct bt_acct_rec {
 	uint32_t version;  /* 1 */
 	uint32_t host_id;
@@ -69,6 +74,19 @@ struct bt_acct_rec {
 	char status[BT_STATUS_MAX];
 	uint64_t last_seq;
 	uint64_t updated_ms;
+};
+
+/* A takedown ("k/" did).  Events of the account with a seq below `seq` leave replay: fanouts
+   skip them, and the store erases them (an erased event keeps its key, with a bare header:
+   did_len 0, frame_len 0). */
+#define BT_TAKEDOWN_IN_FORCE 1u /* not reversed */
+#define BT_TAKEDOWN_ERASED 2u   /* every event below seq is erased */
+struct bt_takedown_rec {
+	uint32_t version;  /* 1 */
+	uint32_t flags;    /* BT_TAKEDOWN_* */
+	uint64_t seq;      /* the relay-made #account takendown of the (last) takedown */
+	uint64_t time_ms;  /* wall clock of the (last) takedown */
+	uint64_t reversed_ms; /* of the last reversal, 0 = none */
 };
 
 /* A persisted identity: written by the store from a struct bt_rec_identity, deleted by an
@@ -155,6 +173,7 @@ size_t bt_key_hostname(char *out, size_t cap, const char *host, size_t hn);
 size_t bt_key_pending(char out[18], uint32_t host_id, uint32_t epoch, uint64_t prev);
 size_t bt_key_chain(char out[10], uint32_t host_id, uint32_t epoch);
 size_t bt_key_ident(char *out, size_t cap, const char *did, size_t dn);
+size_t bt_key_takedown(char *out, size_t cap, const char *did, size_t dn);
 size_t bt_key_limits(char out[6], uint32_t host_id);
 size_t bt_key_throttled(char *out, size_t cap, uint32_t host_id, uint64_t serial, const char *did, size_t dn);
 void   bt_be64_put(uint8_t *p, uint64_t v);

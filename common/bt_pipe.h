@@ -108,7 +108,8 @@ enum bt_ev { BT_EV_NONE, BT_EV_COMMIT, BT_EV_SYNC, BT_EV_IDENTITY, BT_EV_ACCOUNT
 	X(IDENTITY_TIMEOUT, "DID unresolved for RELAY_IDENTITY_WAIT (account desynchronized)") \
 	X(MALFORMED, "malformed ring record or a frame the store cannot splice (chained, never committed)") \
 	X(STALE_EPOCH, "verdict of a chain epoch too old to be tracked (docs/chain.md)") \
-	X(THROTTLED, "account over its host's account limit (#account throttled; RELAY_DEFAULT_ACCOUNT_LIMIT, changeLimits)")
+	X(THROTTLED, "account over its host's account limit (#account throttled; RELAY_DEFAULT_ACCOUNT_LIMIT, changeLimits)") \
+	X(TAKENDOWN, "account taken down by the relay's operator (/admin/repo/takeDown)")
 enum bt_drop {
 #define X(n, d) BT_DROP_##n,
 	BT_DROPS(X)
@@ -207,7 +208,11 @@ _Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
 	X(BUDGET_HELD, "times a consumer's pump stopped at its share of RELAY_CONSUMER_BUFFER_MB") \
 	X(QUEUED_BYTES, "bytes queued to consumers now") \
 	X(RATE_PAUSES, "times a host's socket was paused by its event rate limit (ingest; frames wait, never dropped)") \
-	X(THROTTLED_ACCOUNTS, "accounts throttled now by their host's account limit (store)")
+	X(THROTTLED_ACCOUNTS, "accounts throttled now by their host's account limit (store)") \
+	X(TAKEDOWNS, "accounts taken down now (store)") \
+	X(TAKEDOWN_GEN, "changes of the takedown list (store; a fanout reloads the list when it moves)") \
+	X(TAKEDOWN_HIDDEN, "events of taken-down accounts skipped instead of sent (fanout)") \
+	X(TAKEDOWN_ERASED, "events of taken-down accounts erased from RocksDB (store)")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

@@ -137,6 +137,17 @@ void fan_conslist_tick(void);
    getLatestCommit, getRepo) from the RocksDB view and returns true; false if nsid is not one. */
 bool fan_repo_handle(struct bt_http_req *req, const char *nsid);
 
+/* ---- fanout_takedown.c ---- */
+/* Reloads the takedown list if the store changed it (cheap when it did not). */
+void fan_td_refresh(void);
+/* True when the event seq of did (a RocksDB record's DID) must not be sent: a takedown after it. */
+bool fan_td_hidden(const char *did, size_t dn, uint64_t seq);
+/* The same for a ring frame (its DID read from the frame only when seq is below a takedown). */
+bool fan_td_hidden_frame(const uint8_t *p, size_t n, uint64_t seq);
+/* GET /admin/repo/takedowns.  Ends req. */
+void fan_td_route(struct bt_http_req *req);
+void fan_td_fini(void);
+
 /* ---- fanout_cov.c ---- */
 struct fan_cov_host {
 	char host[BT_HOST_MAX];

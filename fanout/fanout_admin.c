@@ -377,6 +377,35 @@ static void pds_change_limits(struct bt_http_req *req)
 		fan_xrpc_error(req, 503, "ServiceUnavailable", "too many control requests in flight");
 }
 
+/* POST /admin/repo/takeDown and /admin/repo/reverseTakedown {did} (indigo's): the store
+   persists it and sequences the #account (store/store_takedown.c). */
+static void repo_takedown_op(struct bt_http_req *req, const char *op)
+{
+	size_t n;
+	const uint8_t *body = bt_http_req_body(req, &n);
+	json_error_t je;
+	json_t *j = json_loadb((const char *)body, n, 0, &je);
+	const char *did = json_string_value(json_object_get(j, "did"));
+	if (!json_is_object(j) || !did) {
+		json_decref(j);
+		fan_xrpc_error(req, 400, "InvalidRequest", "must specify DID parameter in body");
+		return;
+	}
+	json_t *msg = json_pack("{s:s,s:s}", "op", op, "did", did);
+	json_decref(j);
+	forward(req, "store", msg, answer_success, "store");
+}
+
+static void repo_take_down(struct bt_http_req *req)
+{
+	repo_takedown_op(req, "takeDown");
+}
+
+static void repo_reverse_takedown(struct bt_http_req *req)
+{
+	repo_takedown_op(req, "reverseTakedown");
+}
+
 static const struct route routes[] = {
 	{ "GET", "/admin/pds/list", pds_list },
 	{ "POST", "/admin/pds/requestCrawl", pds_request_crawl },
@@ -393,6 +422,9 @@ static const struct route routes[] = {
 	{ "POST", "/admin/subs/unbanDomain", subs_unban_domain },
 	{ "GET", "/admin/consumers/list", fan_conslist_route }, /* fanout_conslist.c */
 	{ "POST", "/admin/pds/changeLimits", pds_change_limits },
+	{ "POST", "/admin/repo/takeDown", repo_take_down },
+	{ "POST", "/admin/repo/reverseTakedown", repo_reverse_takedown },
+	{ "GET", "/admin/repo/takedowns", fan_td_route }, /* fanout_takedown.c */
 };
 
 void fan_admin_handle(struct bt_http_req *req, const char *path)

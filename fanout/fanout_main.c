@@ -253,6 +253,7 @@ int main(int argc, char **argv)
 	event_free(tick_ev);
 	fan_xrpc_fini();
 	fan_sub_fini();
+	fan_td_fini();
 	bt_db_close(&fan.db);
 	if (fan_sub_count() == 0)
 		event_base_free(fan.base); /* otherwise connections still reference it; the exit reclaims all */

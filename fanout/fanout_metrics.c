@@ -79,6 +79,10 @@ static const unsigned stat_roles[BT_STAT__COUNT] = {
 	[BT_STAT_HTTP_REFUSED] = RF,
 	[BT_STAT_RATE_PAUSES] = RI,
 	[BT_STAT_THROTTLED_ACCOUNTS] = RS,
+	[BT_STAT_TAKEDOWNS] = RS,
+	[BT_STAT_TAKEDOWN_GEN] = RS,
+	[BT_STAT_TAKEDOWN_HIDDEN] = RF,
+	[BT_STAT_TAKEDOWN_ERASED] = RS,
 };
 
 static const char *stat_doc[] = {
@@ -95,7 +99,8 @@ static const char *hist_doc[] = {
 static bool stat_is_gauge(enum bt_stat s)
 {
 	return s == BT_STAT_LAST_SEQ || s == BT_STAT_CONSUMERS || s == BT_STAT_WAITING || s == BT_STAT_HOSTS ||
-	       s == BT_STAT_QUEUED_BYTES || s == BT_STAT_THROTTLED_ACCOUNTS;
+	       s == BT_STAT_QUEUED_BYTES || s == BT_STAT_THROTTLED_ACCOUNTS ||
+	       s == BT_STAT_TAKEDOWNS || s == BT_STAT_TAKEDOWN_GEN;
 }
 
 /* Drop reasons a role can count: ingest only re-deliveries, verify its verdicts, the store all
@@ -106,7 +111,7 @@ static bool drop_possible(enum bt_role r, enum bt_drop d)
 	case BT_ROLE_INGEST: return d == BT_DROP_DUPLICATE;
 	case BT_ROLE_VERIFY:
 		return d != BT_DROP_DUPLICATE && d != BT_DROP_MALFORMED && d != BT_DROP_STALE_EPOCH &&
-		       d != BT_DROP_THROTTLED; /* the store's own */
+		       d != BT_DROP_THROTTLED && d != BT_DROP_TAKENDOWN; /* the store's own */
 	case BT_ROLE_STORE: return true;
 	default: return false;
 	}

@@ -166,12 +166,14 @@ static bool head_str(const struct bt_acct_rec *a, char *out, size_t cap)
 
 static bool acct_active(const struct bt_acct_rec *a)
 {
-	return (a->flags & BT_ACCT_ACTIVE) && !(a->flags & BT_ACCT_THROTTLED);
+	return (a->flags & BT_ACCT_ACTIVE) && !(a->flags & (BT_ACCT_THROTTLED | BT_ACCT_TAKENDOWN));
 }
 
 /* An account over its host's account limit shows "throttled" (store/store_limits.c). */
 static json_t *acct_status(const struct bt_acct_rec *a)
 {
+	if (a->flags & BT_ACCT_TAKENDOWN) /* the operator's takedown (store/store_takedown.c) */
+		return json_string("takendown");
 	return (a->flags & BT_ACCT_THROTTLED) ? json_string("throttled") : jstr(a->status, a->status_len);
 }
 
@@ -189,6 +191,10 @@ static bool refuse_inactive(struct bt_http_req *req, const struct bt_acct_rec *a
 {
 	if (acct_active(a))
 		return false;
+	if (a->flags & BT_ACCT_TAKENDOWN) {
+		fan_xrpc_error(req, 403, "RepoTakendown", "account is not active (takendown)");
+		return true;
+	}
 	static const struct {
 		const char *status, *error;
 	} map[] = {

@@ -167,6 +167,7 @@ static void kick(struct fan_sub *s, const char *error, const char *message, int 
 }
 
 static void sent(struct fan_sub *s, uint64_t seq, bool replay);
+static void skip(struct fan_sub *s, uint64_t seq);
 
 /* Queues one event frame (a copy); 0, or <0 when the connection is closing. */
 static int send_event(struct fan_sub *s, uint64_t seq, const void *p, size_t n, bool replay)
@@ -246,6 +247,14 @@ static int send_frame(struct fan_sub *s, struct run *r, uint64_t seq, const stru
 	}
 	sent(s, seq, false);
 	return 0;
+}
+
+/* Moves the consumer past an event it must not get (its account's takedown came later). */
+static void skip(struct fan_sub *s, uint64_t seq)
+{
+	assert(seq > s->after);
+	s->after = seq;
+	bt_stat_add(bt_proc.stats, BT_STAT_TAKEDOWN_HIDDEN, 1);
 }
 
 static void sent(struct fan_sub *s, uint64_t seq, bool replay)
@@ -369,6 +378,11 @@ static int scan_cb(void *arg, const char *k, size_t kn, const char *v, size_t vn
 		BT_LOG_EVERY(BT_LOG_ERROR, "event %llu: bad lengths, skipped", (unsigned long long)seq);
 		return 0;
 	}
+	if (!h.frame_len || fan_td_hidden(v + sizeof h, h.did_len, seq)) {
+		/* erased, or not erased yet, after its account's takedown (fanout_takedown.c) */
+		skip(s, seq);
+		return ++c->n >= DB_BATCH_EVENTS;
+	}
 	if (send_event(s, seq, v + sizeof h + h.did_len, h.frame_len, true) < 0) {
 		c->err = -EPIPE;
 		return 1;
@@ -401,6 +415,7 @@ static void pump_run(struct fan_sub *s, struct run *run)
 {
 	bool db_fresh = false, skip_seek = false;
 	size_t sh = share();
+	fan_td_refresh();
 	fit_lowat(s, sh);
 	while (!s->closing) {
 		/* The run taken so far is queued too, at its flush: count it (a run of adjacent live
@@ -451,6 +466,10 @@ static void pump_run(struct fan_sub *s, struct run *run)
 				s->in_ring = false;
 				skip_seek = true;
 				db_fresh = true; /* with a catch-up first: the event may be just written */
+				continue;
+			}
+			if (fan_td_hidden_frame(f->p + f->hl, f->n - f->hl, seq)) {
+				skip(s, seq);
 				continue;
 			}
 			if (send_frame(s, run, seq, f) < 0)

@@ -99,6 +99,9 @@ uint64_t sto_commit_frame(const char *did, size_t dn, uint8_t ev, const uint8_t 
 			  bool fail);
 void sto_write_now(void);
 struct bt_db_batch *sto_batch(void); /* the batch being built */
+/* store_limits.c: a relay-made #account {did, active, status (if inactive and sn)} into the
+   current batch: its seq, or 0. */
+uint64_t sto_emit_account(const char *did, size_t dn, bool active, const char *status, size_t sn);
 
 /* store_limits.c: per-host account limits and counts (docs/ops.md "Limits").  _verdict is
    called for an accepted verdict before it is committed: BT_DROP_NONE (commit it), or
@@ -114,4 +117,14 @@ void sto_limits_json(const struct sto_host *h, json_t *o);
 /* changeLimits {hostname, repo_limit?, per_second?, per_hour?, per_day?}: persisted, throttled
    accounts re-activated up to the new limit (each a relay-made #account), pushed to ingest. */
 void sto_limits_change(struct bt_ctl_req *req, json_t *msg);
+
+/* store_takedown.c: takedowns by the operator (docs/ops.md "Takedowns").  _verdict: an accepted
+   verdict of a taken-down account is dropped (true; BT_DROP_TAKENDOWN), an upstream #account
+   still updating the state kept underneath.  _ctl answers takeDown / reverseTakedown (true if op
+   is one of them; called between turns).  _step erases a bounded number of events of taken-down
+   accounts from RocksDB (between turns): true while work remains. */
+void sto_td_init(struct bt_db *db);
+bool sto_td_verdict(const struct bt_rec_verdict *v);
+bool sto_td_ctl(struct bt_ctl_req *req, const char *op, json_t *msg);
+bool sto_td_step(void);
 #endif

@@ -121,8 +121,8 @@ void sto_limits_flush(struct bt_db_batch *b)
 	bt_stat_set(bt_proc.stats, BT_STAT_THROTTLED_ACCOUNTS, total_throttled);
 }
 
-/* A relay-made #account for did into the batch: its seq, or 0. */
-static uint64_t emit_account(const char *did, size_t dn, bool active, const char *status, size_t sn)
+/* A relay-made #account for did into the batch: its seq, or 0 (store.h). */
+uint64_t sto_emit_account(const char *did, size_t dn, bool active, const char *status, size_t sn)
 {
 	struct bt_fh_msg m;
 	memset(&m, 0, sizeof m);
@@ -172,7 +172,7 @@ enum bt_drop sto_limits_verdict(const struct bt_rec_verdict *v, struct bt_db_bat
 			l->r.serial++;
 			char k[BT_DID_MAX + 16];
 			bt_db_batch_put(b, k, bt_key_throttled(k, sizeof k, v->host_id, l->r.serial, v->did, v->did_len), "", 0);
-			uint64_t seq = emit_account(v->did, v->did_len, false, "throttled", 9);
+			uint64_t seq = sto_emit_account(v->did, v->did_len, false, "throttled", 9);
 			if (seq)
 				a->last_seq = seq;
 			a->updated_ms = bt_wall_ms();
@@ -262,7 +262,8 @@ static uint64_t reactivate(struct lim *l, uint64_t want)
 				continue; /* (a stale index entry) */
 			a->flags &= ~BT_ACCT_THROTTLED;
 			bool active = a->flags & BT_ACCT_ACTIVE;
-			uint64_t seq = emit_account(did, dn, active, a->status, a->status_len);
+			uint64_t seq = (a->flags & BT_ACCT_TAKENDOWN) ? 0 /* still taken down: nothing to say */
+				       : sto_emit_account(did, dn, active, a->status, a->status_len);
 			if (seq)
 				a->last_seq = seq;
 			a->updated_ms = bt_wall_ms();

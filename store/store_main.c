@@ -25,7 +25,8 @@
  *	Control (ZeroMQ, docs/ctl.md): hosts, addHost, hostStatus, and the admission state of
  *	store_admin.c; used by ingest, which owns upstream connections but may not write RocksDB;
  *	changeLimits (store_limits.c: per-host account limits, whose throttled accounts get
- *	relay-made #account events in the batch).
+ *	relay-made #account events in the batch); takeDown and reverseTakedown (store_takedown.c,
+ *	which also erases taken-down accounts' events from RocksDB between turns).
  * DIAGNOSTICS
  *	A RocksDB write failure is retried with backoff and reported by /_health (no progress);
  *	the verdicts stay in their rings meanwhile.
@@ -298,10 +299,13 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 	if (!chain_verdict(v))
 		return;
 	struct sto_host *h = sto_host_get(&hosts, v->host_id);
-	enum bt_drop lim = v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE ? sto_limits_verdict(v, batch) : BT_DROP_NONE;
+	bool accepted = v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE;
+	enum bt_drop lim = !accepted		   ? BT_DROP_NONE
+			   : sto_td_verdict(v) ? BT_DROP_TAKENDOWN /* store_takedown.c */
+					       : sto_limits_verdict(v, batch);
 	if (lim != BT_DROP_NONE) {
-		count_drop(lim); /* its host's account limit (store_limits.c) */
-	} else if (v->reason == BT_DROP_NONE && v->ev != BT_EV_NONE) {
+		count_drop(lim); /* taken down, or over its host's account limit (store_limits.c) */
+	} else if (accepted) {
 		uint64_t seq = sto_commit_frame(v->did, v->did_len, v->ev, frame, v->frame_len, v->seq_off, fault_splice_fail(v));
 		if (!seq) {
 			BT_LOG_EVERY(BT_LOG_ERROR, "splice failed for %.*s (useq %llu): dropped", (int)v->did_len, v->did,
@@ -538,7 +542,7 @@ static void republish_tail(void)
 		if (vn >= sizeof eh) {
 			memcpy(&eh, v, sizeof eh);
 			size_t at = sizeof eh + eh.did_len;
-			if (at + eh.frame_len <= vn) {
+			if (eh.frame_len && at + eh.frame_len <= vn) { /* 0: erased (store_takedown.c) */
 				publish_one(s, v + at, eh.frame_len);
 				bt_stat_add(bt_proc.stats, BT_STAT_REPUBLISHED, 1);
 			}
@@ -600,6 +604,8 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 	const char *op = json_string_value(json_object_get(msg, "op"));
 	if (op && sto_admin_ctl(db, &hosts, req, op, msg))
 		return; /* store_admin.c: bans, the crawl switch, the per-day limit */
+	if (op && sto_td_ctl(req, op, msg))
+		return; /* store_takedown.c: takeDown, reverseTakedown */
 	if (op && !strcmp(op, "changeLimits")) {
 		sto_limits_change(req, msg);
 		return;
@@ -726,6 +732,7 @@ int main(int argc, char **argv)
 		bt_die_config("cannot allocate %lld account states (RELAY_STORE_ACCOUNT_CACHE)",
 			      (long long)bt_cfg.store_account_cache);
 	sto_limits_init(db, &hosts);
+	sto_td_init(db);
 	batch = bt_db_batch_new();
 	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
 	fault_parse();
@@ -748,12 +755,15 @@ int main(int argc, char **argv)
 	/* Retention runs every window/4, between 1 s and 60 s. */
 	uint64_t ret_every = (uint64_t)bt_cfg.replay_window * 250u;
 	ret_every = ret_every < 1000 ? 1000 : ret_every > 60000 ? 60000 : ret_every;
-	uint64_t next_retention = bt_now_ms() + (ret_every < 10000 ? ret_every : 10000);
+	uint64_t next_retention = bt_now_ms() + (ret_every < 10000 ? ret_every : 10000), next_erase = 0;
 	while (!bt_proc_stop) {
 		bt_proc_beat();
 		uint32_t seen = bt_bell_value(bell);
 		size_t n = turn();
 		bt_ctl_srv_poll(ctl);
+		/* Erasing taken-down accounts' events: a bounded step between turns, at most every 10 ms. */
+		if (bt_now_ms() >= next_erase && sto_td_step())
+			next_erase = bt_now_ms() + 10;
 		if (bt_now_ms() > next_retention) {
 			retention();
 			next_retention = bt_now_ms() + ret_every;

@@ -28,6 +28,10 @@
  *	                             set a host's account limit (throttled accounts up to it are
  *	                             re-activated at once) and optionally its event rates (0 = from
  *	                             the account limit); like POST /admin/pds/changeLimits
+ *	batonctl take-down DID       take an account down (like POST /admin/repo/takeDown: #account
+ *	                             takendown, its later events dropped, its events out of replay)
+ *	batonctl reverse-takedown DID
+ *	                             reverse it (#account with its upstream state)
  *	batonctl import-hosts lines may be "HOST CURSOR": the host's starting cursor (its seq).
  *	batonctl pull-hosts URL      bootstrap from another relay (like indigo's pull-hosts): pages
  *	                             through URL's com.atproto.sync.listHosts (limit 500, at most
@@ -60,7 +64,7 @@ static int usage(void)
 			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
 			"  | pull-hosts URL\n"
-			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY]\n"
+			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY] | take-down DID | reverse-takedown DID\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
 }
@@ -378,6 +382,9 @@ int main(int argc, char **argv)
 				return usage();
 			json_object_set_new(req, keys[i], json_integer(v));
 		}
+	} else if ((!strcmp(cmd, "take-down") || !strcmp(cmd, "reverse-takedown")) && a + 1 < argc) {
+		bt_params_ipc("store", ep, sizeof ep);
+		req = json_pack("{s:s,s:s}", "op", cmd[0] == 't' ? "takeDown" : "reverseTakedown", "did", argv[a + 1]);
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
 		return import_hosts(argv[a + 1]);
 	} else if (!strcmp(cmd, "pull-hosts") && a + 1 < argc) {
