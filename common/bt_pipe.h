@@ -274,7 +274,9 @@ _Static_assert(sizeof(struct bt_stats_page) <= 4096, "stats page fits a page");
 
 struct bt_sup_page {
 	_Atomic int32_t pid;
-	uint32_t n_verify, n_fanout;
+	uint32_t n_verify;
+	_Atomic uint32_t n_fanout; /* fanouts the supervisor keeps running (batonctl scale changes it);
+				      any of the BT_MAX_FANOUT slots may run one (docker-compose --scale) */
 	uint32_t pad;
 	_Atomic uint64_t started_ms;
 };

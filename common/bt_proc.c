@@ -103,10 +103,12 @@ void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about)
 	bt_proc.N = (int)sp->n_fanout;
 	if (bt_proc.K < 1 || bt_proc.K > BT_MAX_VERIFY || bt_proc.N < 1 || bt_proc.N > BT_MAX_FANOUT)
 		bt_die_config("segment %s has a bad process count K=%d N=%d", path, bt_proc.K, bt_proc.N);
-	int n = role == BT_ROLE_VERIFY ? bt_proc.K : role == BT_ROLE_FANOUT ? bt_proc.N : 1;
+	/* Fanouts scale on their own: any of the BT_MAX_FANOUT slots, whatever N the segment was
+	   made with (N is only how many the supervisor starts). */
+	int n = role == BT_ROLE_VERIFY ? bt_proc.K : role == BT_ROLE_FANOUT ? BT_MAX_FANOUT : 1;
 	int want = role == BT_ROLE_VERIFY || role == BT_ROLE_FANOUT ? bt_cfg.index : 0;
 	if (want >= n || (want < 0 && role != BT_ROLE_FANOUT))
-		bt_die_config("index %d is out of range (K=%d, N=%d)", want, bt_proc.K, bt_proc.N);
+		bt_die_config("index %d is out of range (K=%d verify, %d fanout slots)", want, bt_proc.K, BT_MAX_FANOUT);
 	int got = claim_slot(role, want, n);
 	if (got < 0)
 		bt_die_config("no free %s slot (index %d): another live process holds it", bt_role_name(role), want);
@@ -134,6 +136,10 @@ void bt_proc_progress(uint64_t n)
 void bt_proc_exit(int code)
 {
 	BT_INFO("exiting (%d)", code);
+	if (bt_proc.stats) {
+		int32_t me = (int32_t)getpid(); /* the slot is free at once (a scaled-down fanout) */
+		atomic_compare_exchange_strong(&bt_proc.stats->pid, &me, 0);
+	}
 	bt_shm_close(&bt_proc.shm);
 	exit(code);
 }

@@ -53,6 +53,10 @@ int fan_db_catch_up(uint64_t min_ms);
 /* Pauses the bell watch while there is no consumer, resumes it when there is one. */
 void fan_bell_update(void);
 
+/* Fanout slot i is in use: a process holds it, or the supervisor keeps one running there
+   (i below its wanted count, which batonctl scale changes).  wanted: the latter only. */
+bool fan_slot_in_use(int i, bool *wanted);
+
 /* ---- fanout_sub.c ---- */
 /* Handles GET subscribeRepos: validates the cursor, upgrades, starts the consumer.  Ends req. */
 void fan_sub_start(struct bt_http_req *req);

@@ -58,7 +58,7 @@ static void file_of(int i, char *out, size_t cap)
 static uint64_t max_req(void)
 {
 	uint64_t m = 0;
-	for (int i = 0; i < bt_proc.N; i++) {
+	for (int i = 0; i < BT_MAX_FANOUT; i++) {
 		struct bt_stats_page *p = fpage(i);
 		uint64_t v = p ? atomic_load_explicit(&p->list_req, memory_order_acquire) : 0;
 		if (v > m)
@@ -107,7 +107,7 @@ static bool try_answer(struct pending *p, uint64_t now)
 {
 	json_t *tabs[BT_MAX_FANOUT] = { 0 };
 	bool all = true;
-	for (int i = 0; i < bt_proc.N; i++) {
+	for (int i = 0; i < BT_MAX_FANOUT; i++) {
 		struct bt_stats_page *pg = fpage(i);
 		if (!pg || atomic_load(&pg->pid) <= 0)
 			continue;
@@ -116,20 +116,23 @@ static bool try_answer(struct pending *p, uint64_t now)
 			all = false;
 	}
 	if (!all && now < p->deadline_ms) {
-		for (int i = 0; i < bt_proc.N; i++)
+		for (int i = 0; i < BT_MAX_FANOUT; i++)
 			json_decref(tabs[i]);
 		return false;
 	}
 	json_t *arr = json_array(), *missing = json_array();
-	for (int i = 0; i < bt_proc.N; i++) {
+	int fanouts = 0;
+	for (int i = 0; i < BT_MAX_FANOUT; i++) {
+		fanouts += fan_slot_in_use(i, NULL);
 		if (!tabs[i]) {
-			json_array_append_new(missing, json_integer(i));
+			if (fan_slot_in_use(i, NULL))
+				json_array_append_new(missing, json_integer(i));
 			continue;
 		}
 		json_array_extend(arr, json_object_get(tabs[i], "consumers"));
 		json_decref(tabs[i]);
 	}
-	fan_xrpc_json(p->req, 200, json_pack("{s:o, s:i, s:o}", "consumers", arr, "fanouts", bt_proc.N, "missing", missing));
+	fan_xrpc_json(p->req, 200, json_pack("{s:o, s:i, s:o}", "consumers", arr, "fanouts", fanouts, "missing", missing));
 	return true;
 }
 

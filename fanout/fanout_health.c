@@ -74,8 +74,11 @@ static int stages(struct stage *out, int cap)
 	out[n++] = (struct stage){ BT_ROLE_STORE, 0, bt_pipe_slot(BT_ROLE_STORE, 0) };
 	for (int k = 0; k < bt_proc.K && n < cap; k++)
 		out[n++] = (struct stage){ BT_ROLE_VERIFY, k, bt_pipe_slot(BT_ROLE_VERIFY, k) };
-	for (int i = 0; i < bt_proc.N && n < cap; i++)
-		out[n++] = (struct stage){ BT_ROLE_FANOUT, i, bt_pipe_slot(BT_ROLE_FANOUT, i) };
+	/* The fanouts the supervisor keeps running, and any other slot a process holds now (scaled
+	   by docker-compose or batonctl scale); an empty slot nobody wants is not a failure. */
+	for (int i = 0; i < BT_MAX_FANOUT && n < cap; i++)
+		if (fan_slot_in_use(i, NULL))
+			out[n++] = (struct stage){ BT_ROLE_FANOUT, i, bt_pipe_slot(BT_ROLE_FANOUT, i) };
 	return n;
 }
 

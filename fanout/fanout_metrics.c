@@ -139,8 +139,9 @@ static int stages(struct stage *out)
 	out[n++] = (struct stage){ BT_ROLE_STORE, 0, NULL };
 	for (int k = 0; k < bt_proc.K; k++)
 		out[n++] = (struct stage){ BT_ROLE_VERIFY, k, NULL };
-	for (int i = 0; i < bt_proc.N; i++)
-		out[n++] = (struct stage){ BT_ROLE_FANOUT, i, NULL };
+	for (int i = 0; i < BT_MAX_FANOUT; i++)
+		if (fan_slot_in_use(i, NULL)) /* scaled fanouts may hold any slot */
+			out[n++] = (struct stage){ BT_ROLE_FANOUT, i, NULL };
 	for (int i = 0; i < n; i++)
 		out[i].pg = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(out[i].role, out[i].index)));
 	return n;

@@ -210,9 +210,9 @@ static void banner(struct bt_http_req *req)
 {
 	char b[768];
 	int n = snprintf(b, sizeof b,
-			 "This is an atproto relay (%s), fanout %d of %d.\n\n"
+			 "This is an atproto relay (%s), fanout %d.\n\n"
 			 "Firehose: /xrpc/com.atproto.sync.subscribeRepos\nHealth: /xrpc/_health\n",
-			 fan.server_hdr, bt_proc.index, bt_proc.N);
+			 fan.server_hdr, bt_proc.index);
 	bt_http_respond(req, 200, "text/plain; charset=utf-8", b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
 }
 

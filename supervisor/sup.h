@@ -5,6 +5,7 @@
 #ifndef SUP_H
 #define SUP_H
 #include <jansson.h>
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "bt_pipe.h"
@@ -21,6 +22,8 @@ struct sup_stage {
 	uint64_t progress0; /* the stage's progress counter when it was started */
 	uint64_t last_delay_ms; /* the delay before its last restart */
 	struct bt_stats_page *stats; /* the stage's page in the segment (read only here) */
+	bool wanted;                 /* kept running (a fanout slot above the scale is not) */
+	bool seen;                   /* ever ran (listed by status) */
 };
 
 struct sup_counts {

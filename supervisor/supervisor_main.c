@@ -13,7 +13,8 @@
  *	    means fatal configuration and is never respawned (the relay stops with exit 2);
  *	  - kills (SIGKILL) and restarts a stage whose heartbeat is older than
  *	    RELAY_HEARTBEAT_TIMEOUT;
- *	  - answers batonctl on a ZeroMQ socket (status, restart);
+ *	  - answers batonctl on a ZeroMQ socket (status, restart, scale: fanouts may hold any of
+ *	    the BT_MAX_FANOUT slots, and `scale fanout M` starts or stops them at any time);
  *	  - with RELAY_SPAWN_STAGES=false (docker-compose, where each stage is its own service)
  *	    it only creates the segment and reports the stages' heartbeats;
  *	  - on SIGINT/SIGTERM stops every stage (SIGTERM, then SIGKILL after 10 s) and exits 0.
@@ -137,6 +138,10 @@ static void reap(void)
 			const char *name = bt_role_name(s->role);
 			if (got_stop)
 				break;
+			if (!s->wanted) {
+				BT_INFO("%s[%d] pid=%d stopped (scaled down)", name, s->index, (int)pid);
+				break;
+			}
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
 				BT_ERR("%s[%d] exited with 2 (fatal configuration): not restarting; stopping the relay",
 				       name, s->index);
@@ -192,21 +197,88 @@ static void watch_external(void)
 		struct sup_stage *s = &stages[i];
 		int32_t pid = atomic_load(&s->stats->pid);
 		uint64_t hb = atomic_load(&s->stats->heartbeat_ms);
-		bool alive = pid > 0 && now - hb < limit;
+		bool alive = pid > 0 && now - hb < limit && (kill(pid, 0) == 0 || errno != ESRCH);
 		if (alive && s->state != SUP_RUNNING)
 			BT_INFO("%s[%d] is up (pid %d in its namespace)", bt_role_name(s->role), s->index, (int)pid);
 		else if (!alive && s->state == SUP_RUNNING)
 			BT_WARN("%s[%d] stopped heartbeating", bt_role_name(s->role), s->index);
+		if (alive && s->state != SUP_RUNNING)
+			s->started_ms = now;
 		s->pid = alive ? pid : 0;
 		s->state = alive ? SUP_RUNNING : SUP_STOPPED;
+		s->seen |= alive;
 	}
+}
+
+/* batonctl scale fanout M: starts the fanouts of slots 0..M-1 that do not run and stops (SIGTERM,
+   no restart) those of slots M and up; the segment's count follows (fanout health checks it). */
+static json_t *scale_fanouts(int m)
+{
+	struct bt_sup_page *sp = bt_shm_page(shm, 0);
+	int started = 0, stopped = 0;
+	for (int i = 0; i < n_stages; i++) {
+		struct sup_stage *s = &stages[i];
+		if (s->role != BT_ROLE_FANOUT)
+			continue;
+		bool want = s->index < m;
+		if (want && !s->wanted) {
+			s->wanted = true;
+			s->backoff_ms = 100;
+			if (!s->pid) {
+				start_stage(s);
+				s->seen = true;
+				started++;
+			}
+		} else if (!want && s->wanted) {
+			s->wanted = false;
+			if (s->pid) {
+				kill(s->pid, SIGTERM);
+				stopped++;
+			}
+			s->state = s->pid ? SUP_RUNNING : SUP_STOPPED;
+		}
+	}
+	atomic_store(&sp->n_fanout, (uint32_t)m);
+	sup_set_counts(sup_counts_get().K, m);
+	BT_INFO("scaled fanouts to %d (%d started, %d stopped)", m, started, stopped);
+	return json_pack("{s:b,s:i,s:i,s:i}", "ok", 1, "fanouts", m, "started", started, "stopped", stopped);
 }
 
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 {
 	const char *op = json_string_value(json_object_get(msg, "op"));
 	if (op && !strcmp(op, "status")) {
-		bt_ctl_reply(req, sup_status_json(stages, n_stages, sup_counts_get()));
+		json_t *st = sup_status_json(stages, n_stages, sup_counts_get());
+		/* The fill of every ingest->verify and verify->store ring (the broadcast ring is always
+		   full: it overwrites, fanouts lapped read from RocksDB). */
+		json_t *rings = json_array();
+		int K = sup_counts_get().K;
+		for (int k = 0; k < K; k++)
+			for (int d = 0; d < 2; d++) {
+				struct bt_ring *r = bt_shm_ring(shm, d ? bt_pipe_ring_out(K, k) : bt_pipe_ring_in(k));
+				if (!r)
+					continue;
+				char name[48];
+				snprintf(name, sizeof name, d ? "verify-%d->store" : "ingest->verify-%d", k);
+				json_array_append_new(rings, json_pack("{s:s,s:I,s:I}", "ring", name, "used",
+								       (json_int_t)bt_ring_used(r), "capacity",
+								       (json_int_t)bt_ring_capacity(r)));
+			}
+		json_object_set_new(st, "rings", rings);
+		bt_ctl_reply(req, st);
+		return;
+	}
+	if (op && !strcmp(op, "scale")) {
+		const char *role = json_string_value(json_object_get(msg, "role"));
+		json_t *nj = json_object_get(msg, "n");
+		if (!bt_cfg.spawn_stages)
+			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error",
+						    "stages are not ours to scale (RELAY_SPAWN_STAGES=false): docker compose up --scale fanout=N"));
+		else if (!role || strcmp(role, "fanout") || !json_is_integer(nj) || json_integer_value(nj) < 1 ||
+			 json_integer_value(nj) > BT_MAX_FANOUT)
+			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "scale fanout N, N from 1 to 32"));
+		else
+			bt_ctl_reply(req, scale_fanouts((int)json_integer_value(nj)));
 		return;
 	}
 	if (op && !strcmp(op, "restart") && !bt_cfg.spawn_stages) {
@@ -217,6 +289,14 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 		const char *role = json_string_value(json_object_get(msg, "role"));
 		json_int_t idx = json_integer_value(json_object_get(msg, "index"));
 		int n = 0;
+		bool known = false;
+		for (int i = 0; i < n_stages; i++)
+			known |= role && !strcmp(role, bt_role_name(stages[i].role));
+		if (!known) {
+			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error",
+						    "no such stage (ingest, verify, store or fanout)"));
+			return;
+		}
 		for (int i = 0; i < n_stages; i++) {
 			struct sup_stage *s = &stages[i];
 			if (role && !strcmp(role, bt_role_name(s->role)) &&
@@ -331,15 +411,21 @@ int main(int argc, char **argv)
 	add_stage(BT_ROLE_STORE, 0);
 	for (int k = 0; k < K; k++)
 		add_stage(BT_ROLE_VERIFY, k);
-	for (int f = 0; f < N; f++)
+	for (int f = 0; f < BT_MAX_FANOUT; f++) /* every slot: batonctl scale, compose --scale */
 		add_stage(BT_ROLE_FANOUT, f);
 	add_stage(BT_ROLE_INGEST, 0);
+	for (int i = 0; i < n_stages; i++)
+		stages[i].wanted = stages[i].role != BT_ROLE_FANOUT || stages[i].index < N;
 	sup_set_counts(K, N);
-	if (bt_cfg.spawn_stages)
+	if (bt_cfg.spawn_stages) {
 		for (int i = 0; i < n_stages; i++)
-			start_stage(&stages[i]);
-	else
+			if (stages[i].wanted) {
+				start_stage(&stages[i]);
+				stages[i].seen = true;
+			}
+	} else {
 		BT_INFO("RELAY_SPAWN_STAGES=false: stages are started by others (docker-compose); watching them");
+	}
 	BT_INFO("relay up: K=%d verify, N=%d fanout, api %s, data %s", K, N, bt_cfg.api_bind, bt_cfg.data_dir);
 
 	struct pollfd pfd = { .fd = bt_ctl_srv_fd(ctl), .events = POLLIN };

@@ -150,7 +150,7 @@ stop_phase() {
 report_loss() {
 	[ "${3:-0}" -ge "$2" ] 2>/dev/null && return
 	echo "bench: $1: LOSS: delivered ${3:-0} of $2; relay drop counters and logs:"
-	RELAY_SHM_DIR="$SHM_BASE/$1.shm" RELAY_NAME="bench$$$1" "$BUILD/batonctl" status 2>&1 |
+	RELAY_SHM_DIR="$SHM_BASE/$1.shm" RELAY_NAME="bench$$$1" "$BUILD/batonctl" status --json 2>&1 |
 		grep -oE '"(drop|drops|bad|lost|skipped|gap)[a-z_]*"[^,}]*' | sort | uniq -c | sed 's/^/    | /' | head -n 40
 	curl -s -m 5 "http://127.0.0.1:$API_PORT/xrpc/_health" | head -c 2000 | sed 's/^/    | /'; echo
 	grep -iE 'error|warn|drop' "$T/$1.baton.log" | head -n 10 | sed 's/^/    | /'

@@ -2,7 +2,12 @@
  * NAME
  *	batonctl - talk to a running baton over its ZeroMQ control sockets
  * DESCRIPTION
- *	batonctl status              stages, pids, restarts, heartbeats and counters (JSON)
+ *	batonctl status              per stage: pid, state, uptime, restarts, heartbeat age, frames
+ *	                             in/out per second (two samples 1 s apart), drops; each fanout's
+ *	                             consumers and lag; the rings' fill.  --json: the supervisor's
+ *	                             answer (every counter) at once, for scripts
+ *	batonctl scale fanout N      run N fanouts (slots 0..N-1, at most 32), at any time
+ *	batonctl --json CMD ...      any command's answer as JSON (the default for all but status)
  *	batonctl restart ROLE [IDX]  SIGTERM a stage; the supervisor starts it again
  *	batonctl hosts               upstream hosts and committed cursors (from the store)
  *	batonctl upstreams           upstream connections (from ingest)
@@ -53,6 +58,9 @@
 #include "bt_fetch.h"
 
 #include <ctype.h>
+#include <stdbool.h>
+#include <time.h>
+#include <unistd.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +68,7 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: batonctl status | restart ROLE [INDEX] | hosts | upstreams | block HOST | unblock HOST\n"
+	fprintf(stderr, "usage: batonctl [--json] status | restart ROLE [INDEX] | scale fanout N | hosts | upstreams | block HOST | unblock HOST\n"
 			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
 			"  | pull-hosts URL\n"
@@ -305,8 +313,98 @@ static int pull_hosts(const char *base)
 	return failed || !complete ? 1 : 0;
 }
 
+static uint64_t counter(json_t *stage, const char *name)
+{
+	return (uint64_t)json_integer_value(json_object_get(json_object_get(stage, "counters"), name));
+}
+
+static void human_age(uint64_t ms, char *out, size_t cap)
+{
+	uint64_t s = ms / 1000;
+	if (s < 120)
+		snprintf(out, cap, "%llus", (unsigned long long)s);
+	else if (s < 7200)
+		snprintf(out, cap, "%llum", (unsigned long long)s / 60);
+	else
+		snprintf(out, cap, "%lluh%02llum", (unsigned long long)s / 3600, (unsigned long long)s / 60 % 60);
+}
+
+static void human_bytes(uint64_t b, char *out, size_t cap)
+{
+	if (b < 10u << 10)
+		snprintf(out, cap, "%llu B", (unsigned long long)b);
+	else if (b < 10u << 20)
+		snprintf(out, cap, "%llu KiB", (unsigned long long)b >> 10);
+	else
+		snprintf(out, cap, "%llu MiB", (unsigned long long)b >> 20);
+}
+
+/* `batonctl status` for a person: one line per stage with its rates over the second between
+   a and b (two answers of the supervisor), the rings' fill and each fanout's lag. */
+static void print_status(json_t *a, json_t *b, double secs)
+{
+	json_t *st = json_object_get(b, "stages");
+	uint64_t store_seq = 0;
+	size_t i;
+	json_t *s;
+	json_array_foreach(st, i, s) if (!strcmp(json_string_value(json_object_get(s, "role")), "store"))
+		store_seq = counter(s, "last_seq");
+	printf("baton: %lld verify, %lld fanout; last seq %llu\n",
+	       (long long)json_integer_value(json_object_get(b, "verify_procs")),
+	       (long long)json_integer_value(json_object_get(b, "fanout_procs")), (unsigned long long)store_seq);
+	printf("%-10s %8s %-10s %7s %8s %9s %9s %9s %9s  %s\n", "STAGE", "PID", "STATE", "UPTIME", "RESTARTS",
+	       "HEARTBEAT", "IN/s", "OUT/s", "DROPPED", "");
+	json_array_foreach(st, i, s)
+	{
+		const char *role = json_string_value(json_object_get(s, "role"));
+		int idx = (int)json_integer_value(json_object_get(s, "index"));
+		char name[32], up[32], extra[96] = "";
+		if (!strcmp(role, "verify") || !strcmp(role, "fanout"))
+			snprintf(name, sizeof name, "%s-%d", role, idx);
+		else
+			snprintf(name, sizeof name, "%s", role);
+		human_age((uint64_t)json_integer_value(json_object_get(s, "uptime_ms")), up, sizeof up);
+		json_t *prev = NULL, *p;
+		size_t j;
+		json_array_foreach(json_object_get(a, "stages"), j, p)
+		if (!strcmp(json_string_value(json_object_get(p, "role")), role) &&
+		    json_integer_value(json_object_get(p, "index")) == idx) prev = p;
+		double in = prev ? (double)(counter(s, "frames_in") - counter(prev, "frames_in")) / secs : 0;
+		double out = prev ? (double)(counter(s, "frames_out") - counter(prev, "frames_out")) / secs : 0;
+		if (!strcmp(role, "fanout")) {
+			uint64_t sent = counter(s, "last_seq"), cons = counter(s, "consumers");
+			snprintf(extra, sizeof extra, "consumers %llu, lag %llu", (unsigned long long)cons,
+				 (unsigned long long)(cons && store_seq > sent ? store_seq - sent : 0));
+		}
+		printf("%-10s %8lld %-10s %7s %8lld %7lldms %9.0f %9.0f %9llu  %s\n", name,
+		       (long long)json_integer_value(json_object_get(s, "pid")), json_string_value(json_object_get(s, "state")),
+		       up, (long long)json_integer_value(json_object_get(s, "restarts")),
+		       (long long)json_integer_value(json_object_get(s, "heartbeat_age_ms")), in, out,
+		       (unsigned long long)counter(s, "dropped"), extra);
+	}
+	json_array_foreach(json_object_get(b, "rings"), i, s)
+	{
+		uint64_t used = (uint64_t)json_integer_value(json_object_get(s, "used"));
+		uint64_t cap = (uint64_t)json_integer_value(json_object_get(s, "capacity"));
+		char ub[24], cb[24];
+		human_bytes(used, ub, sizeof ub);
+		human_bytes(cap, cb, sizeof cb);
+		printf("ring %-18s %5.1f%% (%s of %s)\n", json_string_value(json_object_get(s, "ring")),
+		       cap ? 100.0 * (double)used / (double)cap : 0.0, ub, cb);
+	}
+}
+
 int main(int argc, char **argv)
 {
+	/* --json anywhere: JSON output (status prints a table for people by default). */
+	bool json_out = false;
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--json")) {
+			json_out = true;
+			memmove(argv + i, argv + i + 1, (size_t)(argc - i) * sizeof *argv);
+			argc--;
+			i--;
+		}
 	int a = 1;
 	if (argc > 1 && !strcmp(argv[1], "--version")) {
 		printf("batonctl %s\n", bt_version());
@@ -324,6 +422,13 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "status")) {
 		bt_params_ipc("sup", ep, sizeof ep);
 		req = json_pack("{s:s}", "op", "status");
+	} else if (!strcmp(cmd, "scale") && a + 2 < argc) {
+		char *end;
+		long n = strtol(argv[a + 2], &end, 10);
+		if (*end || strcmp(argv[a + 1], "fanout"))
+			return usage();
+		bt_params_ipc("sup", ep, sizeof ep);
+		req = json_pack("{s:s,s:s,s:i}", "op", "scale", "role", "fanout", "n", (int)n);
 	} else if (!strcmp(cmd, "restart") && a + 1 < argc) {
 		bt_params_ipc("sup", ep, sizeof ep);
 		req = json_pack("{s:s,s:s}", "op", "restart", "role", argv[a + 1]);
@@ -397,6 +502,19 @@ int main(int argc, char **argv)
 	if (!r) {
 		fprintf(stderr, "batonctl: no answer from %s\n", ep);
 		return 1;
+	}
+	if (!strcmp(cmd, "status") && !json_out && !json_object_get(r, "error")) {
+		/* rates: a second answer one second later */
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		usleep(1000000);
+		json_t *r2 = bt_ctl_call(ep, json_pack("{s:s}", "op", "status"), 5000);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		print_status(r, r2 ? r2 : r, r2 ? secs : 1);
+		json_decref(r2);
+		json_decref(r);
+		return 0;
 	}
 	char *txt = json_dumps(r, JSON_INDENT(1));
 	puts(txt);

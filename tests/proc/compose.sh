@@ -17,7 +17,8 @@
 #	3. A real flow: fakepds as PDS and PLC, requestCrawl, a consumer receives every event with
 #	   strictly increasing seq; /_health 200 (the compose healthcheck command); batonctl status
 #	   shows every stage running; kill -9 of one fanout: the restart claims a slot, listens and
-#	   serves replay.
+#	   serves replay; a third replica past RELAY_FANOUT_PROCS (compose --scale fanout=3) claims a
+#	   slot and serves, and scaled down again the relay stays healthy.
 #	4. Stops everything (SIGTERM, like `docker compose down`): every process exits 0, none is left.
 # DIAGNOSTICS
 #	Ends with "N passed, N failed"; logs stay in the temp dir printed on failure.
@@ -106,7 +107,7 @@ idx=$(for s in $(q '.services | keys[] | select(startswith("verify"))'); do env_
 check "each verify index 0..K-1 runs exactly once" $([ "$idx" = "$(seq -s, 0 $((K - 1)))" ]; echo $?) "($idx)"
 check "fanout claims a slot (BATON_INDEX=auto)" $([ "$(env_of fanout | sed -n 's/^BATON_INDEX=//p')" = auto ]; echo $?)
 r=$(q '.services.fanout.deploy.replicas // 1')
-check "fanout replicas ($r) <= RELAY_FANOUT_PROCS ($N)" $([ "$r" -le "$N" ]; echo $?)
+check "fanout replicas ($r) <= 32 (the fanout slots)" $([ "$r" -le 32 ]; echo $?)
 check "fanout is scalable (no container_name, no ports of its own)" \
 	"$(q '.services.fanout | if has("container_name") or has("ports") then 1 else 0 end')"
 
@@ -242,13 +243,13 @@ sleep 0.5
 run_policy supervisor supervisor &
 ctl() { (mapfile -t e < <(svc_env supervisor); exec env -i "${e[@]}" "$B/batonctl" "$@"); }
 STAGES=$((K + N + 2))
-all_running() { ctl status | jq -e --argjson n "$STAGES" '[.stages[] | select(.state == "running")] | length == $n'; }
+all_running() { ctl status --json | jq -e --argjson n "$STAGES" '[.stages[] | select(.state == "running")] | length == $n'; }
 wait_for 30 all_running
-check "batonctl status: all $STAGES stages running (K=$K verify, N=$N fanout)" $? "$(ctl status 2>&1 | jq -c '[.stages[] | [.role, .index, .state]]' 2>&1)"
+check "batonctl status: all $STAGES stages running (K=$K verify, N=$N fanout)" $? "$(ctl status --json 2>&1 | jq -c '[.stages[] | [.role, .index, .state]]' 2>&1)"
 
 # Everything below needs the relay up; without it, show why and go straight to the stop.
 flow() {
-roles=$(ctl status | jq -r '[.stages[].role] | sort | join(",")')
+roles=$(ctl status --json | jq -r '[.stages[].role] | sort | join(",")')
 check "status lists every role" $([ "$roles" = "$(printf '%s\n' fanout fanout ingest store verify verify | sort | paste -sd,)" ]; echo $?) "($roles)"
 exits=$(grep -c . "$T/exits" 2>/dev/null)
 check "no service exited while starting (stages waited for the segment)" $([ "${exits:-0}" -eq 0 ]; echo $?) "($(cat "$T/exits" 2>/dev/null | paste -sd';'))"
@@ -300,11 +301,11 @@ fresh() {
 	local p
 	p=$(pid_of fanout-2)
 	[ -n "$p" ] && [ "$p" != "$old" ] && all_running &&
-		ctl status | jq -e --argjson p "$p" '[.stages[] | select(.role == "fanout" and .pid == $p)] | length == 1'
+		ctl status --json | jq -e --argjson p "$p" '[.stages[] | select(.role == "fanout" and .pid == $p)] | length == 1'
 }
 wait_for 30 fresh
 check "after kill -9 a restarted fanout claims a slot (status: every stage running)" $? \
-	"($(ctl status 2>&1 | jq -c '[.stages[] | [.role, .index, .pid, .state]]' 2>&1))"
+	"($(ctl status --json 2>&1 | jq -c '[.stages[] | [.role, .index, .pid, .state]]' 2>&1))"
 new=$(pid_of fanout-2)
 echo "# fanout restarts: $(grep -c '^fanout-2' "$T/exits") ($(grep '^fanout-2' "$T/exits" | paste -sd';'))"
 # TCP sockets of pid $1 in state $2 (0A listening, 01 established) on local port $PORT, counted
@@ -341,6 +342,27 @@ check "8 replaying consumers each get all $EMITTED events in seq order" $ok
 check "the restarted fanout serves consumers" $([ "$served" -gt 0 ]; echo $?) "($served connections)"
 wait_for 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/_health)\" = 200 ]"
 check "/_health 200 after the restart" $?
+
+# docker compose up --scale fanout=3: a replica past RELAY_FANOUT_PROCS claims a free slot (there
+# are 32) and serves; scaled down again (SIGTERM, exit 0: no restart) the relay stays healthy.
+INST+=("fanout-3:fanout")
+run_policy fanout-3 fanout &
+three() { ctl status --json | jq -e '[.stages[] | select(.role == "fanout" and .state == "running")] | length == 3'; }
+wait_for 30 three
+check "a third fanout replica (past RELAY_FANOUT_PROCS=$N) claims a slot and runs" $? \
+	"($(ctl status --json 2>&1 | jq -c '[.stages[] | [.role, .index, .pid, .state]]' 2>&1))"
+p3=$(pid_of fanout-3)
+listening3() { [ "$(socks_of "$p3" 0A)" -gt 0 ]; }
+wait_for 10 listening3
+check "... and listens on the shared port" $?
+wait_for 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/_health)\" = 200 ]"
+check "... /_health 200 with three" $?
+kill -TERM "$p3"
+two() { ! kill -0 "$p3" 2>/dev/null && ctl status --json | jq -e '[.stages[] | select(.role == "fanout" and .state == "running")] | length == 2'; }
+wait_for 20 two
+check "scaled down to two: the third exits and is gone from status" $?
+wait_for 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/_health)\" = 200 ]"
+check "... /_health 200 with two" $?
 
 }
 if [ "$fail" -eq 0 ]; then

@@ -81,7 +81,7 @@ check "each of the 3 live hosts is connected and its events committed (not starv
 wait $cons
 commits=$(grep -o 'commits=[0-9]*' "$T/consumer.out" | cut -d= -f2)
 check "a consumer of the relay received the live hosts' commits" $([ "${commits:-0}" -ge 100 ]; echo $?) "($(cat "$T/consumer.out" "$T/consumer.err" | head -3))"
-st=$("$B/batonctl" status)
+st=$("$B/batonctl" status --json)
 restarts=$(echo "$st" | jq '[.stages[].restarts] | add')
 check "no stage was restarted" $([ "$restarts" = 0 ]; echo $?) "($restarts restarts)"
 hosts=$(echo "$st" | jq '[.stages[] | select(.role=="ingest") | .counters.hosts // 0] | add')

@@ -7,6 +7,9 @@
 #	every stage by role; each stage's process name says its role; batonctl restart gives a
 #	stage a new pid; an idle stage killed again and again restarts after a doubling delay (one
 #	that did work since its start restarts after 100 ms: tests/bench/t7_recovery.sh);
+#	batonctl status prints a table (--json: JSON); restart of an unknown stage exits non-zero;
+#	batonctl scale fanout 4 / 1 / 2 (past the start-up count; scaled-down slots stay stopped;
+#	/_health 200 throughout), 33 refused;
 #	kill -9 of the supervisor takes every stage down (no orphans);
 #	SIGINT stops everything with exit 0.
 set -u
@@ -61,17 +64,17 @@ n=$(grep -c "started baton-fanout" "$T/b.log")
 check "a stage exiting 2 is not respawned" $([ "$n" -le 2 ]; echo $?) "($n fanout starts)"
 
 mkdir -p "$T/c"
-env $(env_for c) "$B/baton" >"$T/c.log" 2>&1 &
-sup=$!
 E=$(env_for c)
+env $E "$B/baton" >"$T/c.log" 2>&1 &
+sup=$!
 ctl() { env $E "$B/batonctl" "$@"; }
-wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
+wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
 check "batonctl status: 6 stages running" $?
-roles=$(ctl status | jq -r '[.stages[].role] | sort | join(",")')
+roles=$(ctl status --json | jq -r '[.stages[].role] | sort | join(",")')
 check "status lists every role" $([ "$roles" = "fanout,fanout,ingest,store,verify,verify" ]; echo $?) "($roles)"
 ok=0
 for r in ingest verify store fanout; do
-	pid=$(ctl status | jq -r "[.stages[] | select(.role==\"$r\")][0].pid")
+	pid=$(ctl status --json | jq -r "[.stages[] | select(.role==\"$r\")][0].pid")
 	comm=$(cat /proc/$pid/comm 2>/dev/null)
 	[ "$comm" = "baton-$r" ] || { ok=1; echo "# pid $pid is '$comm', not baton-$r"; }
 done
@@ -81,22 +84,53 @@ check "each stage's process name says its role" $ok
 starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 snapshot() { for p in "$@"; do echo "$p:$(starttime "$p")"; done; }
 alive() { local e=$1 p=${1%%:*}; [ -n "${e#*:}" ] && [ "$(starttime "$p")" = "${e#*:}" ]; }
-old=$(ctl status | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
+old=$(ctl status --json | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
 old=${old:-0}
 ctl restart verify 1 >/dev/null
-wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
+wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
 check "batonctl restart verify 1 gives it a new pid" $?
 # An idle store (no input, so no progress) killed three times in a row is crash-looping as far
 # as the supervisor can tell: its restart delay doubles (100, 200, 400 ms).
 delays=
 for i in 1 2 3; do
-	old=$(ctl status | jq -r '.stages[] | select(.role=="store") | .pid')
+	old=$(ctl status --json | jq -r '.stages[] | select(.role=="store") | .pid')
 	kill -9 "$old" 2>/dev/null
-	wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '.stages[] | select(.role==\"store\" and .pid != $old and .pid > 0 and .state==\"running\")'"
-	delays="$delays $(ctl status | jq -r '.stages[] | select(.role=="store") | .restart_delay_ms')"
+	wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '.stages[] | select(.role==\"store\" and .pid != $old and .pid > 0 and .state==\"running\")'"
+	delays="$delays $(ctl status --json | jq -r '.stages[] | select(.role=="store") | .restart_delay_ms')"
 done
 check "an idle stage killed again and again restarts after a doubling delay" $([ "$delays" = " 100 200 400" ]; echo $?) "(delays:$delays)"
-pids=$(snapshot $(ctl status | jq -r '.stages[].pid'))
+# batonctl for people: a table (rates from two samples), every stage a line, the rings' fill.
+ctl status >"$T/human" 2>&1
+grep -q '^STAGE ' "$T/human" && grep -q '^store ' "$T/human" && grep -q '^verify-1 ' "$T/human" &&
+	grep -q '^fanout-0 .*consumers 0, lag 0' "$T/human" && grep -q '^ring ingest->verify-0 ' "$T/human" &&
+	! grep -q '^{' "$T/human"
+check "batonctl status prints a table for people (--json for scripts)" $? "($(head -c 600 "$T/human"))"
+ctl restart nosuchstage >/dev/null 2>&1
+check "batonctl restart of an unknown stage exits non-zero" $([ $? -ne 0 ]; echo $?)
+# Fanouts scale at any time, past the count the relay started with (slots up to 32).
+running_fanouts() { env $E "$B/batonctl" status --json | jq -c '[.stages[] | select(.role=="fanout" and .state=="running") | .index]'; }
+ctl scale fanout 4 >/dev/null
+check "batonctl scale fanout 4 answers" $?
+wait_for 20 sh -c "[ \"\$(env $E '$B/batonctl' status --json | jq -c '[.stages[] | select(.role==\"fanout\" and .state==\"running\" and .pid > 0) | .index]')\" = '[0,1,2,3]' ]"
+check "... and four fanouts run (slots 0-3)" $? "($(running_fanouts))"
+api=$(echo "$E" | tr ' ' '\n' | sed -n 's/^RELAY_API_BIND=//p')
+wait_for 20 curl -fsS -o /dev/null "http://$api/_health"
+check "... /_health 200 with four" $?
+pids4=$(env $E "$B/batonctl" status --json | jq -r '[.stages[] | select(.role=="fanout" and .index >= 1) | .pid] | join(" ")')
+ctl scale fanout 1 >/dev/null
+gone4() { for p in $pids4; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+wait_for 20 gone4
+check "batonctl scale fanout 1 stops fanouts 1-3" $? "($(running_fanouts))"
+sleep 1.5
+check "... and they are not restarted" $([ "$(running_fanouts)" = "[0]" ]; echo $?) "($(running_fanouts))"
+wait_for 20 curl -fsS -o /dev/null "http://$api/_health"
+check "... /_health 200 with one (empty slots nobody wants are not a failure)" $?
+ctl scale fanout 33 >/dev/null 2>&1
+check "batonctl scale fanout 33 is refused (32 slots)" $([ $? -ne 0 ]; echo $?)
+ctl scale fanout 2 >/dev/null
+wait_for 20 sh -c "[ \"\$(env $E '$B/batonctl' status --json | jq -c '[.stages[] | select(.role==\"fanout\" and .state==\"running\" and .pid > 0) | .index]')\" = '[0,1]' ]"
+check "batonctl scale fanout 2: two again" $? "($(running_fanouts))"
+pids=$(snapshot $(ctl status --json | jq -r '.stages[].pid'))
 kill -INT $sup
 wait $sup
 rc=$?
@@ -109,8 +143,8 @@ mkdir -p "$T/d"
 E=$(env_for d)
 env $E "$B/baton" >"$T/d.log" 2>&1 &
 sup=$!
-wait_for 20 sh -c "env $E '$B/batonctl' status | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
-pids=$(snapshot $(env $E "$B/batonctl" status | jq -r '.stages[].pid'))
+wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
+pids=$(snapshot $(env $E "$B/batonctl" status --json | jq -r '.stages[].pid'))
 kill -9 $sup
 sup_dead=$sup; sup=
 wait $sup_dead 2>/dev/null

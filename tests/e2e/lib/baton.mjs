@@ -207,7 +207,7 @@ export class Baton {
   status() {
     const bin = path.join(this.buildDir, 'batonctl')
     return new Promise((resolve, reject) => {
-      execFile(bin, ['status'], { env: this.env(), timeout: 5000 }, (err, stdout, stderr) => {
+      execFile(bin, ['status', '--json'], { env: this.env(), timeout: 5000 }, (err, stdout, stderr) => {
         if (err) return reject(new Error(`batonctl status: ${err.message} ${stderr}`.trim()))
         try {
           const st = JSON.parse(stdout)
