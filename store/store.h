@@ -117,14 +117,15 @@ void sto_limits_change(struct bt_ctl_req *req, json_t *msg);
 
 /* store_coll.c: the collection index (docs/sync.md "listReposByCollection").  _init starts the
    recount fetch thread when recount is set (the unit test runs without); _verdict is called for
-   each committed verdict after its account state (seq: its relay seq; the frame as committed)
+   each committed verdict after its account state (seq: its relay seq; frame[0..n) as committed)
    and puts what is not counts (the recount mark) into b; _flush writes the batch's counts into
    b and forgets them (flush_accounts); _tick, between turns, starts recounts and applies their
    results in batches of their own. */
 struct bt_rec_verdict;
 int  sto_coll_init(struct bt_db *db, struct sto_hosts *hs, bool recount);
 void sto_coll_fini(void);
-void sto_coll_verdict(const struct bt_rec_verdict *v, const uint8_t *frame, uint64_t seq, struct bt_db_batch *b);
+void sto_coll_verdict(const struct bt_rec_verdict *v, const uint8_t *frame, size_t n, uint64_t seq,
+		      struct bt_db_batch *b);
 void sto_coll_flush(struct bt_db_batch *b);
 void sto_coll_tick(void);
 /* Removes every collection of the account (and its recount mark), for takedowns: written into

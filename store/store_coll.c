@@ -371,7 +371,8 @@ static size_t path_coll(const uint8_t *p, size_t n)
 	return cn;
 }
 
-void sto_coll_verdict(const struct bt_rec_verdict *v, const uint8_t *frame, uint64_t seq, struct bt_db_batch *b)
+void sto_coll_verdict(const struct bt_rec_verdict *v, const uint8_t *frame, size_t n, uint64_t seq,
+		      struct bt_db_batch *b)
 {
 	if (v->ev == BT_EV_ACCOUNT) {
 		if (!(v->flags & BT_V_ACTIVE) && (v->flags & BT_V_HAS_STATUS) && v->status_len == 7 &&
@@ -390,7 +391,7 @@ void sto_coll_verdict(const struct bt_rec_verdict *v, const uint8_t *frame, uint
 	if (v->ev != BT_EV_COMMIT)
 		return;
 	const char *why = NULL;
-	if (bt_fh_decode(frame, v->frame_len, &msg, &why) < 0 || msg.type != BT_FH_COMMIT) {
+	if (bt_fh_decode(frame, n, &msg, &why) < 0 || msg.type != BT_FH_COMMIT) {
 		BT_LOG_EVERY(BT_LOG_WARN, "collection index: commit of %.*s does not decode (%s)", (int)v->did_len,
 			     v->did, why ? why : "?");
 		return;

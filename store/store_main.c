@@ -311,7 +311,8 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		}
 		evs[n_evs - 1].recv_ms = v->recv_ms; /* emit->commit histogram */
 		apply_account(v, seq);
-		sto_coll_verdict(v, frame, seq, batch); /* the collection index (store_coll.c) */
+		/* the collection index (store_coll.c), from the frame as committed (seq spliced in) */
+		sto_coll_verdict(v, evbuf.p + evs[n_evs - 1].off, evs[n_evs - 1].len, seq, batch);
 		if (v->ev == BT_EV_IDENTITY)
 			sto_ident_purge(v->did, v->did_len, batch); /* the persisted identity ends here */
 		if (h) {
