@@ -115,7 +115,7 @@ void sto_limits_json(const struct sto_host *h, json_t *o);
    accounts re-activated up to the new limit (each a relay-made #account), pushed to ingest. */
 void sto_limits_change(struct bt_ctl_req *req, json_t *msg);
 
-/* store_coll.c: the collection index (docs/sync.md "listReposByCollection").  _init starts the
+/* store_coll.c: the collection index (docs/fanout.md "Collection index").  _init starts the
    recount fetch thread when recount is set (the unit test runs without); _verdict is called for
    each committed verdict after its account state (seq: its relay seq; frame[0..n) as committed)
    and puts what is not counts (the recount mark) into b; _flush writes the batch's counts into
