@@ -3,7 +3,9 @@
 // DESCRIPTION
 //   Two PDS sims, accounts with random records over three collections (COLLECTIONS of
 //   lib/pds.mjs). Some accounts are created without a #sync (their counts come from the
-//   commits' ops only), others with one (the store recounts them from getRepo). Then:
+//   commits' ops only), others with one (the store recounts them from getRepo); the store
+//   is killed (-9) while commits flow (counts written in the batch of their events: none
+//   lost or counted twice). Then:
 //   A deletes every record of one of its collections (its last one: it leaves that
 //   collection), D is deleted (#account deleted: it leaves every collection), B (with a like
 //   and a follow) has its repo reset by a #sync to a fresh repo of one post (recounted from
@@ -68,6 +70,15 @@ export async function run(checks, ctx) {
     [p2, F],
   ]
   for (let i = 0; i < 4; i++) for (const [p, a] of all) await p.write(a)
+  // kill -9 of the store while commits flow: re-delivered verdicts must not count twice
+  const flowing = []
+  for (let i = 0; i < 3; i++) for (const [p, a] of all) flowing.push(p.write(a))
+  await sleep(50)
+  const oldPid = await baton.killStage('store', 0)
+  const newPid = await baton.waitRestarted('store', 0, oldPid).catch(() => null)
+  await Promise.all(flowing)
+  checks.ok('the store restarted after kill -9', newPid !== null)
+  for (const [p, a] of all) await p.write(a)
   // A: records in two collections, then none left in the first
   await p1.write(A, 0, [
     { action: 'create', path: `${COLLS[0]}/${'3zzz' + Date.now()}a` },
