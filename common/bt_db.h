@@ -33,6 +33,13 @@
  *	  "k/" did                       struct bt_takedown_rec: an account taken down by the operator
  *	                                 (store/store_takedown.c); kept after a reversal
  *	  "m/erase"                      be64: the next event seq the takedown eraser reads
+ *	  "y/" did \0 coll               be64 records of the collection the account holds (absent = 0)
+ *	  "x/" coll \0 did               empty: the account holds the collection (DID order per
+ *	                                 collection: listReposByCollection)
+ *	  "y/" \0 coll                   be64 accounts holding the collection (listCollections)
+ *	  "w/" did                       be64 gen (relay seq of the #sync), be32 fetches, be64 due
+ *	                                 ms, be32 0: the account's counts await a recount from its
+ *	                                 repo (store/store_coll.c, docs/fanout.md "Collection index")
  * DIAGNOSTICS
  *	Functions return 0 or a negative code and log RocksDB's message once.
  */

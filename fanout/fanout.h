@@ -140,6 +140,9 @@ void fan_conslist_tick(void);
 /* Answers the sync read query nsid (listHosts, getHostStatus, listRepos, getRepoStatus,
    getLatestCommit, getRepo) from the RocksDB view and returns true; false if nsid is not one. */
 bool fan_repo_handle(struct bt_http_req *req, const char *nsid);
+/* fanout_coll.c: listReposByCollection and /v1/listCollections (path with its /xrpc/); true if
+   it answered. */
+bool fan_coll_handle(struct bt_http_req *req, const char *path);
 
 /* ---- fanout_takedown.c ---- */
 /* Reloads the takedown list if the store changed it (cheap when it did not). */

@@ -257,6 +257,8 @@ void fan_xrpc_handle(struct bt_http_req *req, void *arg)
 		fan_admin_handle(req, p); /* fanout_admin.c: HTTP Basic or bearer, RELAY_ADMIN_PASSWORD */
 	} else if (get && !strcmp(p, "/")) {
 		banner(req);
+	} else if (!head && fan_coll_handle(req, p)) {
+		/* the collection index (fanout_coll.c) */
 	} else if (xrpc && !head && fan_repo_handle(req, p + 6)) {
 		/* answered from the RocksDB view (fanout_repo.c) */
 	} else if (xrpc && head) {

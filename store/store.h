@@ -127,4 +127,28 @@ void sto_td_init(struct bt_db *db);
 bool sto_td_verdict(const struct bt_rec_verdict *v);
 bool sto_td_ctl(struct bt_ctl_req *req, const char *op, json_t *msg);
 bool sto_td_step(void);
+
+/* store_coll.c: the collection index (docs/fanout.md "Collection index").  _init starts the
+   recount fetch thread when recount is set (the unit test runs without); _verdict is called for
+   each committed verdict after its account state (seq: its relay seq; frame[0..n) as committed)
+   and puts what is not counts (the recount mark) into b; _flush writes the batch's counts into
+   b and forgets them (flush_accounts); _tick, between turns, starts recounts and applies their
+   results in batches of their own. */
+struct bt_rec_verdict;
+int  sto_coll_init(struct bt_db *db, struct sto_hosts *hs, bool recount);
+void sto_coll_fini(void);
+void sto_coll_verdict(const struct bt_rec_verdict *v, const uint8_t *frame, size_t n, uint64_t seq,
+		      struct bt_db_batch *b);
+void sto_coll_flush(struct bt_db_batch *b);
+void sto_coll_tick(void);
+/* Removes every collection of the account (and its recount mark), for takedowns: written into
+   b now, which the caller writes in stream order (the store's batch, sto_batch(), from a
+   verdict or a control op; or its own between turns). */
+void sto_coll_drop_account(const char *did, size_t dn, struct bt_db_batch *b);
+/* Marks the account for a recount from its repo (a reversed takedown), gen = seq, into b. */
+void sto_coll_mark_recount(const char *did, size_t dn, uint64_t seq, struct bt_db_batch *b);
+/* Replaces all the account's counts with counts[i] of colls[i] (NUL-terminated NSIDs), into b,
+   and deletes its recount mark: a recount's result. */
+void sto_coll_replace(const char *did, size_t dn, const char *const *colls, const uint64_t *counts, size_t n,
+		      struct bt_db_batch *b);
 #endif

@@ -315,6 +315,8 @@ static void take_verdict(const struct bt_rec_verdict *v, const uint8_t *frame)
 		}
 		evs[n_evs - 1].recv_ms = v->recv_ms; /* emit->commit histogram */
 		apply_account(v, seq);
+		/* the collection index (store_coll.c), from the frame as committed (seq spliced in) */
+		sto_coll_verdict(v, evbuf.p + evs[n_evs - 1].off, evs[n_evs - 1].len, seq, batch);
 		if (v->ev == BT_EV_IDENTITY)
 			sto_ident_purge(v->did, v->did_len, batch); /* the persisted identity ends here */
 		if (h) {
@@ -341,6 +343,7 @@ static void flush_accounts(void)
 {
 	sto_accts_flush(batch);
 	sto_limits_flush(batch);
+	sto_coll_flush(batch);
 	for (size_t i = 0; i < n_touched_hosts; i++) {
 		struct sto_host *h = touched_hosts[i];
 		h->listed = false;
@@ -733,6 +736,8 @@ int main(int argc, char **argv)
 			      (long long)bt_cfg.store_account_cache);
 	sto_limits_init(db, &hosts);
 	sto_td_init(db);
+	if (sto_coll_init(db, &hosts, true) < 0)
+		bt_die_config("cannot start the collection recount thread");
 	batch = bt_db_batch_new();
 	bcast = bt_shm_ring(bt_proc.shm, bt_pipe_ring_bcast(bt_proc.K));
 	fault_parse();
@@ -760,6 +765,7 @@ int main(int argc, char **argv)
 		bt_proc_beat();
 		uint32_t seen = bt_bell_value(bell);
 		size_t n = turn();
+		sto_coll_tick(); /* recounts of the collection index (store_coll.c) */
 		bt_ctl_srv_poll(ctl);
 		/* Erasing taken-down accounts' events: a bounded step between turns, at most every 10 ms. */
 		if (bt_now_ms() >= next_erase && sto_td_step())
@@ -772,6 +778,7 @@ int main(int argc, char **argv)
 			bt_bell_wait(bell, seen, 20);
 	}
 	bt_ctl_srv_free(&ctl);
+	sto_coll_fini();
 	bt_db_batch_free(&batch);
 	sto_accts_free();
 	bt_db_close(&db);

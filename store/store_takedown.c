@@ -5,7 +5,8 @@
  *	takeDown {did} (indigo's /admin/repo/takeDown, forwarded by a fanout), in ONE batch: the
  *	account's state gets BT_ACCT_TAKENDOWN (shown inactive with status "takendown"; the
  *	upstream's active flag and status are kept underneath), a relay-made #account {active:
- *	false, status: "takendown"} is sequenced, and "k/" did records that event's seq T.  From
+ *	false, status: "takendown"} is sequenced, "k/" did records that event's seq T, and the
+ *	account leaves the collection index (store_coll.c; a reversal has it recounted).  From
  *	then on every event of the account is dropped (BT_DROP_TAKENDOWN; an upstream #account
  *	still updates the kept state).  indigo forwards a taken-down account's #identity and
  *	re-emits its #account; baton forwards neither, so nothing of the account follows T.
@@ -259,6 +260,7 @@ static void take_down(struct bt_ctl_req *req, json_t *msg)
 					      .time_ms = bt_wall_ms(), .reversed_ms = r.reversed_ms };
 		struct bt_db_batch *b = sto_batch();
 		bt_db_batch_put(b, k, kn, &r, sizeof r);
+		sto_coll_drop_account(did, dn, b); /* out of listReposByCollection (store_coll.c) */
 		uint8_t zero[8] = { 0 };
 		bt_db_batch_put(b, "m/erase", 7, zero, 8); /* a new pass, from the oldest event */
 		sto_write_now();
@@ -299,6 +301,8 @@ static void reverse(struct bt_ctl_req *req, json_t *msg)
 			r.reversed_ms = bt_wall_ms();
 			bt_db_batch_put(sto_batch(), k, kn, &r, sizeof r);
 		}
+		/* its records are unknown since the takedown dropped its commits: counted again */
+		sto_coll_mark_recount(did, dn, seq, sto_batch());
 		sto_write_now();
 		load();
 		bt_stat_add(bt_proc.stats, BT_STAT_TAKEDOWN_GEN, 1);

@@ -12,7 +12,8 @@
  *	    default and small limits; head CID strings, rev, active, status);
  *	  - getRepoStatus, getLatestCommit (each inactive status's error, RepoNotSynchronized,
  *	    RepoNotFound, InvalidRequest) and getRepo (302 Location https://, http://localhost);
- *	  - records written while the fanout runs are seen (catch-up), other methods stay 501.
+ *	  - records written while the fanout runs are seen (catch-up), other methods stay 501;
+ *	  - listReposByCollection (pages, cursor, bad params) and /v1/listCollections (all, c=, cursor).
  * DIAGNOSTICS
  *	Prints "N passed, N failed"; the temp dir is kept on failure.
  */
@@ -500,11 +501,65 @@ static void test_catch_up(void)
 	json_decref(j);
 }
 
+/* The collection index as the store writes it (store/store_coll.c): x/ membership, y/ counts. */
+static void test_collections(void)
+{
+	struct bt_db_batch *b = bt_db_batch_new();
+	static const char *const dids[] = { "did:plc:c1", "did:plc:c2", "did:plc:c3" };
+	for (int i = 0; i < 3; i++) {
+		char k[128];
+		int n = snprintf(k, sizeof k, "x/app.bsky.feed.post%c%s", 0, dids[i]);
+		bt_db_batch_put(b, k, (size_t)n, "", 0);
+	}
+	uint8_t v[8];
+	bt_be64_put(v, 3);
+	bt_db_batch_put(b, "y/\0app.bsky.feed.post", 21, v, 8);
+	bt_be64_put(v, 1);
+	bt_db_batch_put(b, "y/\0app.bsky.graph.follow", 24, v, 8);
+	bt_db_batch_put(b, "x/app.bsky.graph.follow\0did:plc:c2", 34, "", 0);
+	CHECK(bt_db_write(db, b) == 0);
+	bt_db_batch_free(&b);
+	usleep(100 * 1000);
+	json_t *j = get_json("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.post&limit=2", 200);
+	json_t *r = json_object_get(j, "repos");
+	CHECK(json_array_size(r) == 2 && !strcmp(jstr(json_array_get(r, 0), "did"), "did:plc:c1") &&
+	      !strcmp(jstr(json_array_get(r, 1), "did"), "did:plc:c2") && !strcmp(jstr(j, "cursor"), "did:plc:c2"));
+	json_decref(j);
+	j = get_json("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.post&limit=2&cursor=did:plc:c2",
+		     200);
+	r = json_object_get(j, "repos");
+	CHECK(json_array_size(r) == 1 && !strcmp(jstr(json_array_get(r, 0), "did"), "did:plc:c3") &&
+	      !json_object_get(j, "cursor"));
+	json_decref(j);
+	j = get_json("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.like", 200);
+	CHECK(json_array_size(json_object_get(j, "repos")) == 0 && !json_object_get(j, "cursor"));
+	json_decref(j);
+	expect_error("/xrpc/com.atproto.sync.listReposByCollection", 400, "InvalidRequest");
+	expect_error("/xrpc/com.atproto.sync.listReposByCollection?collection=not-an-nsid", 400, "InvalidRequest");
+	expect_error("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.post&limit=0", 400,
+		     "InvalidRequest");
+	expect_error("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.post&limit=2001", 400,
+		     "InvalidRequest");
+	expect_error("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.post&cursor=nodid", 400,
+		     "InvalidRequest");
+	j = get_json("/v1/listCollections", 200);
+	json_t *c = json_object_get(j, "collections");
+	CHECK(json_object_size(c) == 2 && json_integer_value(json_object_get(c, "app.bsky.feed.post")) == 3 &&
+	      json_integer_value(json_object_get(c, "app.bsky.graph.follow")) == 1 && !strcmp(jstr(j, "cursor"), ""));
+	json_decref(j);
+	j = get_json("/v1/listCollections?c=app.bsky.graph.follow&c=app.bsky.feed.like", 200);
+	c = json_object_get(j, "collections");
+	CHECK(json_object_size(c) == 1 && json_integer_value(json_object_get(c, "app.bsky.graph.follow")) == 1);
+	json_decref(j);
+	j = get_json("/v1/listCollections?cursor=app.bsky.feed.post", 200);
+	c = json_object_get(j, "collections");
+	CHECK(json_object_size(c) == 1 && json_object_get(c, "app.bsky.graph.follow"));
+	json_decref(j);
+}
+
 static void test_others(void)
 {
 	expect_error("/xrpc/com.atproto.sync.getBlob?did=did:plc:acct000007&cid=x", 501, "MethodNotImplemented");
-	expect_error("/xrpc/com.atproto.sync.listReposByCollection?collection=app.bsky.feed.post", 501,
-		     "MethodNotImplemented");
 	expect_error("/xrpc/com.atproto.sync.listReposX", 501, "MethodNotImplemented");
 	/* A query by POST. */
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -639,6 +694,7 @@ int main(int argc, char **argv)
 	test_hosts();
 	test_repos();
 	test_catch_up();
+	test_collections();
 	test_others();
 
 	kill(child, SIGTERM);

@@ -439,14 +439,22 @@ export class PdsSim {
 
   // Applies a valid write of nOps random record operations and emits its
   // #commit. Resolves to the emitted event's metadata.
-  write(acct, nOps = 1 + Math.floor(Math.random() * 3)) {
+  // fixed: [{action, path}] instead of random writes (records made up for create/update).
+  write(acct, nOps = 1 + Math.floor(Math.random() * 3), fixed = null) {
     return this.#serial(acct, async () => {
       // @atproto/repo 0.9.1 still leaves an untrimmed root now and then for some multi-op
       // writes (a clean-clone CI run hit one in the selftest): formatCommit changes nothing
       // until applyCommit, so draw other random writes instead; the relay is not involved.
-      let writes = this.#randomWrites(acct, nOps)
+      const fixedWrites = () =>
+        fixed.map(({ action, path }) => {
+          const [collection, rkey] = path.split('/')
+          return action === 'delete'
+            ? { action, collection, rkey }
+            : { action, collection, rkey, record: recordFor(collection, rkey) }
+        })
+      let writes = fixed ? fixedWrites() : this.#randomWrites(acct, nOps)
       let cd = await acct.repo.formatCommit(writes, acct.keypair)
-      for (let i = 0; i < 20 && !canonicalRoot(cd, acct.storage); i++) {
+      for (let i = 0; i < 20 && !fixed && !canonicalRoot(cd, acct.storage); i++) {
         this.untrimmedRedraws = (this.untrimmedRedraws || 0) + 1
         writes = this.#randomWrites(acct, nOps)
         cd = await acct.repo.formatCommit(writes, acct.keypair)
