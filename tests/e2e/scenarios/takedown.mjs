@@ -14,6 +14,8 @@
 //   and still holds none of V's events; the takedown is still in force (status, drops, list).
 //   POST /admin/repo/reverseTakedown: #account {active: true}; V's next commit flows; the
 //   list is empty; replay from 0 still holds none of V's events from before the takedown.
+//   listReposByCollection lists V in none of its collections while it is taken down, and in
+//   each of them again after the reversal (recounted from its repo).
 // DIAGNOSTICS
 //   One `ok` / `not ok` line per property.
 
@@ -110,6 +112,16 @@ export async function run(checks, ctx) {
       `HTTP ${list.status} ${JSON.stringify(list.body)}`)
   }
   await checkBlocked('')
+  // The collection index: a taken-down account is in no collection.
+  const colls = () => [...new Set(V.paths.map((p) => p.split('/')[0]))]
+  const inColl = async (c) => {
+    const r = await (await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.listReposByCollection?collection=${c}&limit=2000`)).json()
+    return (r.repos || []).some((x) => x.did === V.did)
+  }
+  const listed = []
+  for (const c of colls()) if (await inColl(c)) listed.push(c)
+  checks.ok('listReposByCollection lists the taken-down account in none of its collections', colls().length > 0 && listed.length === 0,
+    `collections ${JSON.stringify(colls())}, still listed in ${JSON.stringify(listed)}`)
 
   // Replay from 0: none of V's events but the takedown's #account; all of O's.
   const vSeqs = live.events.filter((e) => e.did === V.did && e.seq < T).map((e) => e.seq)
@@ -164,6 +176,16 @@ export async function run(checks, ctx) {
   checks.ok('after the reversal the account\'s new commit flows', live2.events.some((x) => x.commit === vBack.commit))
   const rs = await (await fetch(`${baton.httpUrl}/xrpc/com.atproto.sync.getRepoStatus?did=${V.did}`)).json()
   checks.ok('after the reversal getRepoStatus: active', rs.active === true, JSON.stringify(rs))
+  // Its records are counted again from its repo (the commits dropped meanwhile included).
+  let missingColls = colls()
+  for (let i = 0; i < 60 && missingColls.length; i++) {
+    const m = []
+    for (const c of colls()) if (!(await inColl(c))) m.push(c)
+    missingColls = m
+    if (m.length) await sleep(500)
+  }
+  checks.ok('after the reversal the account is back in each of its collections (recounted)', missingColls.length === 0,
+    `missing in ${JSON.stringify(missingColls)}`)
   const list = await admin(baton, '/admin/repo/takedowns')
   checks.ok('after the reversal the takedown list is empty', list.status === 200 && list.body?.dids?.length === 0, JSON.stringify(list.body))
   const z3 = await replayAll(baton, 'zero3', live2.lastSeq)
