@@ -80,6 +80,8 @@
 	X(STR, log_level, "RELAY_LOG_LEVEL", "info", 0, 0, "debug, info, warn or error")          \
 	X(BOOL, spawn_stages, "RELAY_SPAWN_STAGES", "true", 0, 0,                                       \
 	  "the supervisor starts the stages (false: they are started by others, e.g. docker-compose)") \
+	X(DUR, orphan_timeout, "RELAY_ORPHAN_TIMEOUT", "30", 1, 86400,                                   \
+	  "a stage whose supervisor died keeps running this long for a new baton to adopt it, then stops") \
 	X(DUR, attach_wait, "RELAY_ATTACH_WAIT", "30", 0, 3600,                                         \
 	  "how long a stage waits for the supervisor's shared-memory segment to appear")            \
 	X(STR, fault_crash_did, "RELAY_FAULT_CRASH_DID", "", 0, 0,                                      \

@@ -29,7 +29,7 @@ static void on_signal(int sig)
 static bool slot_free(struct bt_stats_page *p, int32_t *pid)
 {
 	*pid = atomic_load(&p->pid);
-	return *pid == 0 || *pid == (int32_t)getpid() || (kill(*pid, 0) < 0 && errno == ESRCH);
+	return *pid == 0 || *pid == (int32_t)getpid() || !bt_pid_alive(*pid);
 }
 
 /* Take the slot of (role, idx) with a compare-and-swap on its pid, so two starters never hold
@@ -75,8 +75,8 @@ void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about)
 	snprintf(name, sizeof name, "baton-%s", bt_role_name(role));
 	bt_params_load(argc, argv, name, about);
 	prctl(PR_SET_NAME, name, 0, 0, 0);
-	/* Stages do not outlive the supervisor that owns their segment. */
-	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+	/* No PDEATHSIG: a stage outlives its supervisor for RELAY_ORPHAN_TIMEOUT, so a new baton can
+	   adopt the running pipeline (sup_watch below); then it stops on its own. */
 	bt_proc.role = role;
 	bt_proc.index = (role == BT_ROLE_VERIFY || role == BT_ROLE_FANOUT) ? bt_cfg.index : -1;
 	bt_log_init(name, bt_proc.index);
@@ -123,9 +123,61 @@ void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about)
 	BT_INFO("started (K=%d N=%d)", bt_proc.K, bt_proc.N);
 }
 
+bool bt_pid_alive(int32_t pid)
+{
+	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+		return false;
+	/* a zombie (dead, not reaped yet) is not alive */
+	char path[64], st[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return true; /* no /proc: kill(0) said it exists */
+	size_t n = fread(st, 1, sizeof st - 1, f);
+	fclose(f);
+	st[n] = 0;
+	const char *rp = strrchr(st, ')');
+	return !(rp && rp[1] == ' ' && rp[2] == 'Z');
+}
+
+/* Once a second (from any thread's beat): is the supervisor that owns the segment alive?  A stage
+   whose supervisor died keeps working (consumers stay connected) while a new baton may adopt it
+   (supervisor_main.c); after RELAY_ORPHAN_TIMEOUT without one it stops as if told to.  Stages
+   started by others (RELAY_SPAWN_STAGES=false) belong to their orchestrator: no watch. */
+static _Atomic uint64_t next_sup_check, orphan_since;
+static _Atomic int32_t last_sup;
+
+static void sup_watch(uint64_t now)
+{
+	if (!bt_cfg.spawn_stages || !bt_proc.shm)
+		return;
+	struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
+	int32_t pid = atomic_load(&sp->pid);
+	uint64_t since = atomic_load(&orphan_since);
+	if (bt_pid_alive(pid)) {
+		int32_t was = atomic_exchange(&last_sup, pid);
+		if (since || (was && was != pid))
+			BT_INFO("adopted by the supervisor pid %d", (int)pid);
+		atomic_store(&orphan_since, 0);
+		return;
+	}
+	if (!since) {
+		BT_WARN("the supervisor (pid %d) is gone: running on for up to %lld s for a new baton to adopt us",
+			(int)pid, (long long)bt_cfg.orphan_timeout);
+		atomic_store(&orphan_since, now);
+	} else if (now - since > (uint64_t)bt_cfg.orphan_timeout * 1000u && !bt_proc_stop) {
+		BT_WARN("no supervisor for %lld s: stopping", (long long)bt_cfg.orphan_timeout);
+		kill(getpid(), SIGTERM); /* the stage's own clean stop */
+	}
+}
+
 void bt_proc_beat(void)
 {
-	atomic_store_explicit(&bt_proc.stats->heartbeat_ms, bt_now_ms(), memory_order_release);
+	uint64_t now = bt_now_ms();
+	atomic_store_explicit(&bt_proc.stats->heartbeat_ms, now, memory_order_release);
+	uint64_t due = atomic_load_explicit(&next_sup_check, memory_order_relaxed);
+	if (now >= due && atomic_compare_exchange_strong(&next_sup_check, &due, now + 1000))
+		sup_watch(now);
 }
 
 void bt_proc_progress(uint64_t n)

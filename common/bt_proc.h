@@ -36,7 +36,9 @@ void bt_proc_init(enum bt_role role, int argc, char **argv, const char *about);
    ingest accepts must fit the ingest->verify ring with its header, its verdict the verify->store
    ring, its event the broadcast ring, or it would be retried forever or lost).  Exit 2 if not. */
 void bt_proc_check_limits(uint64_t ring_cap, uint64_t bcast_cap);
-void bt_proc_beat(void);               /* heartbeat + loop-turn stamp */
+void bt_proc_beat(void);               /* heartbeat + loop-turn stamp; once a second, the supervisor watch */
+/* pid names a live process (not a zombie): kill(pid, 0) and /proc/pid/stat. */
+bool bt_pid_alive(int32_t pid);
 void bt_proc_progress(uint64_t n);     /* input consumed (for stuck-pipeline detection) */
 void bt_proc_exit(int code);           /* detaches and exits */
 /* How many times a store opened RocksDB in this relay run: read views pass it to bt_db_catch_up_gen. */

@@ -24,6 +24,7 @@ struct sup_stage {
 	struct bt_stats_page *stats; /* the stage's page in the segment (read only here) */
 	bool wanted;                 /* kept running (a fanout slot above the scale is not) */
 	bool seen;                   /* ever ran (listed by status) */
+	bool adopted;                /* found running at start (not our child: watched by pid) */
 };
 
 struct sup_counts {
@@ -35,6 +36,6 @@ struct sup_counts sup_counts_get(void);
 /* Status of every stage with its counters, for batonctl (returns owned). */
 json_t *sup_status_json(const struct sup_stage *st, int n, struct sup_counts c);
 /* Takes the instance locks (sup_lock.c); exit 2 if another relay holds one. */
-void sup_take_locks(void);
+void sup_take_locks(bool adopting); /* adopting: the port is served by our adopted fanouts */
 void sup_locks_poll(void); /* every loop turn: answers refused starters' port-lock probes */
 #endif

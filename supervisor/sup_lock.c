@@ -39,7 +39,7 @@ static const char *pid_of(const char *holder, char *buf, size_t cap)
 	return buf;
 }
 
-void sup_take_locks(void)
+void sup_take_locks(bool adopting)
 {
 	char info[PATH_MAX + 600], holder[PATH_MAX + 600], path[PATH_MAX + 64], pb[32];
 	snprintf(info, sizeof info, "pid=%d name=%s data=%s api=%s", (int)getpid(), bt_cfg.name, bt_cfg.data_dir,
@@ -78,6 +78,8 @@ void sup_take_locks(void)
 	}
 	if (port_fd < 0)
 		bt_die_config("cannot take the port lock of %d: %s", port, strerror(-port_fd));
+	if (adopting)
+		return; /* the listeners are the running fanouts we adopt */
 	uint64_t deadline = bt_now_ms() + (uint64_t)bt_cfg.attach_wait * 1000u;
 	int rc;
 	bool told = false;

@@ -17,7 +17,11 @@
  *	    the BT_MAX_FANOUT slots, and `scale fanout M` starts or stops them at any time);
  *	  - with RELAY_SPAWN_STAGES=false (docker-compose, where each stage is its own service)
  *	    it only creates the segment and reports the stages' heartbeats;
- *	  - on SIGINT/SIGTERM stops every stage (SIGTERM, then SIGKILL after 10 s) and exits 0.
+ *	  - on SIGINT/SIGTERM stops every stage (SIGTERM, then SIGKILL after 10 s) and exits 0;
+ *	  - killed (-9) or crashed, it leaves the stages running (RELAY_ORPHAN_TIMEOUT, bt_proc.c):
+ *	    the next baton started on the same RELAY_SHM_DIR and RELAY_NAME finds the segment and
+ *	    its live stages (pids in their stats pages, checked by /proc) and adopts them: the
+ *	    relay keeps serving, consumers stay connected.
  * DIAGNOSTICS
  *	Exit 2 on a configuration or environment error at start-up.
  */
@@ -106,7 +110,7 @@ static void start_stage(struct sup_stage *s)
 	}
 	if (pid == 0) {
 		/* Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops the
-		   stages in order with SIGTERM (they also get SIGTERM if it dies: PDEATHSIG). */
+		   stages in order with SIGTERM (if it dies they run on, for a new one to adopt them). */
 		setpgid(0, 0);
 		setenv("BATON_INDEX", idx, 1);
 		sigset_t none;
@@ -244,6 +248,63 @@ static json_t *scale_fanouts(int m)
 	return json_pack("{s:b,s:i,s:i,s:i}", "ok", 1, "fanouts", m, "started", started, "stopped", stopped);
 }
 
+/* Adopted stages are not our children: one that is gone is restarted like an exited child. */
+static void check_adopted(void)
+{
+	for (int i = 0; i < n_stages; i++) {
+		struct sup_stage *s = &stages[i];
+		if (!s->adopted || !s->pid || bt_pid_alive(s->pid))
+			continue;
+		BT_WARN("%s[%d] pid=%d (adopted) is gone", bt_role_name(s->role), s->index, (int)s->pid);
+		s->adopted = false;
+		s->pid = 0;
+		s->state = SUP_STOPPED;
+		if (got_stop || !s->wanted)
+			continue;
+		s->next_start_ms = bt_now_ms() + s->backoff_ms;
+		s->last_delay_ms = s->backoff_ms;
+		s->restarts++;
+		s->state = SUP_BACKOFF;
+	}
+}
+
+/* A segment left by a supervisor that died (kill -9, a crash, an upgrade) while its stages run
+   on (bt_proc.c: they wait RELAY_ORPHAN_TIMEOUT for us): open it instead of making a new one,
+   and take over its stages.  True (shm set) when at least one stage of it is alive. */
+static bool find_orphans(void)
+{
+	struct bt_shm *old;
+	if (bt_shm_open(shm_path, &old) < 0)
+		return false;
+	struct bt_sup_page *sp = bt_shm_page(old, 0);
+	int live = 0;
+	if (!bt_pid_alive(atomic_load(&sp->pid)) && sp->n_verify >= 1 && sp->n_verify <= BT_MAX_VERIFY) {
+		for (unsigned slot = 0; slot < 2 + BT_MAX_VERIFY + BT_MAX_FANOUT; slot++) {
+			struct bt_stats_page *p = bt_shm_page(old, bt_pipe_page_of_slot(slot));
+			char path[64], comm[32] = "";
+			int32_t pid = p ? atomic_load(&p->pid) : 0;
+			if (!bt_pid_alive(pid))
+				continue;
+			snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+			FILE *f = fopen(path, "r");
+			if (f) {
+				if (!fgets(comm, sizeof comm, f))
+					comm[0] = 0;
+				fclose(f);
+			}
+			live += !strncmp(comm, "baton-", 6); /* not a recycled pid */
+		}
+	}
+	if (!live) {
+		bt_shm_close(&old);
+		return false;
+	}
+	shm = old;
+	BT_INFO("adopting %d running stages of the segment %s (their supervisor pid %d is gone)", live, shm_path,
+		(int)atomic_load(&sp->pid));
+	return true;
+}
+
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 {
 	const char *op = json_string_value(json_object_get(msg, "op"));
@@ -321,6 +382,9 @@ static void stop_all(void)
 	uint64_t deadline = bt_now_ms() + 10000;
 	for (;;) {
 		reap();
+		for (int i = 0; i < n_stages; i++)
+			if (stages[i].adopted && stages[i].pid && !bt_pid_alive(stages[i].pid))
+				stages[i].pid = 0; /* not our child: no wait status */
 		int alive = 0;
 		for (int i = 0; i < n_stages; i++)
 			alive += stages[i].pid != 0;
@@ -362,9 +426,19 @@ int main(int argc, char **argv)
 	mkdir_p(sec);
 	if ((rc = mkdir_p(bt_cfg.shm_dir)) < 0)
 		bt_die_config("cannot create RELAY_SHM_DIR %s: %s", bt_cfg.shm_dir, strerror(-rc));
-	sup_take_locks(); /* before the segment and the sockets, which another instance may own */
+	bt_params_shm_path(shm_path, sizeof shm_path);
+	bool adopting = bt_cfg.spawn_stages && find_orphans();
+	sup_take_locks(adopting); /* before the segment and the sockets, which another instance may own */
 
 	int K = bt_cfg.n_verify, N = (int)bt_cfg.fanout_procs;
+	if (adopting) {
+		struct bt_sup_page *op = bt_shm_page(shm, 0);
+		if ((int)op->n_verify != K || (int)atomic_load(&op->n_fanout) != N)
+			BT_WARN("adopted segment has K=%u verify, N=%u fanout (configured: %d, %d): kept; a change of "
+				"RELAY_VERIFY_PROCS needs a full restart", op->n_verify, atomic_load(&op->n_fanout), K, N);
+		K = (int)op->n_verify;
+		N = (int)atomic_load(&op->n_fanout);
+	} else {
 	struct bt_shm_layout lay;
 	memset(&lay, 0, sizeof lay);
 	uint64_t ring = round_pow2((uint64_t)bt_cfg.ring_mb << 20);
@@ -384,14 +458,14 @@ int main(int argc, char **argv)
 	lay.n_rings = (unsigned)(2 * K + 1);
 	lay.n_bells = (unsigned)(K + 2);
 	lay.n_pages = BT_PIPE_N_PAGES;
-	bt_params_shm_path(shm_path, sizeof shm_path);
 	if ((rc = bt_shm_create(shm_path, &lay, &shm)) < 0)
 		bt_die_config("cannot create the shared-memory segment %s: %s", shm_path, strerror(-rc));
 	struct bt_sup_page *sp = bt_shm_page(shm, 0);
 	sp->n_verify = (uint32_t)K;
 	sp->n_fanout = (uint32_t)N;
 	atomic_store(&sp->started_ms, bt_wall_ms());
-	atomic_store(&sp->pid, (int32_t)getpid());
+	}
+	atomic_store(&((struct bt_sup_page *)bt_shm_page(shm, 0))->pid, (int32_t)getpid()); /* the stages see it */
 
 	bt_params_export();
 
@@ -418,11 +492,22 @@ int main(int argc, char **argv)
 		stages[i].wanted = stages[i].role != BT_ROLE_FANOUT || stages[i].index < N;
 	sup_set_counts(K, N);
 	if (bt_cfg.spawn_stages) {
-		for (int i = 0; i < n_stages; i++)
-			if (stages[i].wanted) {
-				start_stage(&stages[i]);
-				stages[i].seen = true;
+		for (int i = 0; i < n_stages; i++) {
+			struct sup_stage *s = &stages[i];
+			int32_t pid = atomic_load(&s->stats->pid);
+			if (adopting && bt_pid_alive(pid)) {
+				s->pid = pid;
+				s->adopted = s->seen = true;
+				s->state = SUP_RUNNING;
+				s->started_ms = bt_now_ms();
+				s->progress0 = atomic_load(&s->stats->progress);
+				s->wanted = s->wanted || s->role == BT_ROLE_FANOUT; /* one found running is kept */
+				BT_INFO("adopted %s[%d] pid=%d", bt_role_name(s->role), s->index, (int)pid);
+			} else if (s->wanted) {
+				start_stage(s);
+				s->seen = true;
 			}
+		}
 	} else {
 		BT_INFO("RELAY_SPAWN_STAGES=false: stages are started by others (docker-compose); watching them");
 	}
@@ -436,8 +521,10 @@ int main(int argc, char **argv)
 		reap();
 		if (got_stop)
 			break;
-		if (bt_cfg.spawn_stages)
+		if (bt_cfg.spawn_stages) {
+			check_adopted();
 			check_heartbeats();
+		}
 		else
 			watch_external();
 	}

@@ -26,9 +26,9 @@ wait_for() { # seconds command...
 }
 healthy() { [ "$(code "$1")" = 200 ]; }
 ctlA() { env $EA "$B/batonctl" "$@"; }
-pid_of() { ctlA status | jq -r "[.stages[] | select(.role==\"$1\")][${2:-0}].pid"; }
+pid_of() { ctlA status --json | jq -r "[.stages[] | select(.role==\"$1\")][${2:-0}].pid"; }
 # jq -e on no input (no answer) would say yes: the answer must be there.
-sj() { local o; o=$(ctlA status 2>/dev/null) && [ -n "$o" ] && jq -e "$1" <<<"$o"; }
+sj() { local o; o=$(ctlA status --json 2>/dev/null) && [ -n "$o" ] && jq -e "$1" <<<"$o"; }
 running() { sj '[.stages[] | select(.state=="running" and .pid > 0)] | length == 5'; }
 # Starts a second baton with the environment given; it must exit by itself (30 s at most, or it is
 # stopped and counts as running: 124).  Prints its exit code; its log is $T/$1.log.

@@ -64,7 +64,7 @@ ctlB hosts | jq -e '[.hosts[] | select(.host == "localhost:44003" or .host == "l
 check "A's banned host and the seq 0 ones are not on B" $?
 ok=1
 for _ in $(seq 50); do
-	h=$(ctlB status | jq '[.stages[] | select(.role=="ingest") | .counters.hosts // 0] | add')
+	h=$(ctlB status --json | jq '[.stages[] | select(.role=="ingest") | .counters.hosts // 0] | add')
 	[ "$h" -ge 1198 ] && { ok=0; break; }
 	sleep 0.2
 done

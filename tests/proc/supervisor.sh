@@ -10,7 +10,9 @@
 #	batonctl status prints a table (--json: JSON); restart of an unknown stage exits non-zero;
 #	batonctl scale fanout 4 / 1 / 2 (past the start-up count; scaled-down slots stay stopped;
 #	/_health 200 throughout), 33 refused;
-#	kill -9 of the supervisor takes every stage down (no orphans);
+#	kill -9 of the supervisor leaves the stages serving; a new baton adopts them (same pids),
+#	restarts an adopted stage that dies and stops them all on SIGINT; orphans nobody adopts stop
+#	after RELAY_ORPHAN_TIMEOUT;
 #	SIGINT stops everything with exit 0.
 set -u
 B=${1:-build}
@@ -83,7 +85,9 @@ check "each stage's process name says its role" $ok
 # (pid_max is often 32768) and a busy machine reuses one within seconds.
 starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 snapshot() { for p in "$@"; do echo "$p:$(starttime "$p")"; done; }
-alive() { local e=$1 p=${1%%:*}; [ -n "${e#*:}" ] && [ "$(starttime "$p")" = "${e#*:}" ]; }
+# ... and is not a zombie (an adopted stage's parent is gone: init reaps it, when it does)
+alive() { local e=$1 p=${1%%:*}; [ -n "${e#*:}" ] && [ "$(starttime "$p")" = "${e#*:}" ] &&
+	[ "$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -c1)" != Z ]; }
 old=$(ctl status --json | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
 old=${old:-0}
 ctl restart verify 1 >/dev/null
@@ -139,9 +143,50 @@ left=0
 for p in $pids; do alive "$p" && left=$((left + 1)); done
 check "no stage outlives a clean stop" $([ $left -eq 0 ]; echo $?) "($left left)"
 
+# kill -9 of the supervisor: the stages run on (consumers stay connected); a new baton on the
+# same RELAY_SHM_DIR and RELAY_NAME adopts them (same pids), restarts an adopted stage that dies,
+# and stops them all on SIGINT.
 mkdir -p "$T/d"
 E=$(env_for d)
 env $E "$B/baton" >"$T/d.log" 2>&1 &
+sup=$!
+wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
+pids=$(snapshot $(env $E "$B/batonctl" status --json | jq -r '.stages[].pid'))
+api=$(echo "$E" | tr ' ' '\n' | sed -n 's/^RELAY_API_BIND=//p')
+kill -9 $sup
+wait $sup 2>/dev/null
+sup=
+sleep 2
+left=0
+for p in $pids; do alive "$p" && left=$((left + 1)); done
+check "kill -9 of the supervisor: every stage runs on" $([ $left -eq 6 ]; echo $?) "($left of 6 alive)"
+curl -fsS -o /dev/null "http://$api/_health"
+check "... and the relay still serves (/_health 200)" $?
+env $E "$B/baton" >"$T/d2.log" 2>&1 &
+sup=$!
+want=$(for p in $pids; do echo "${p%%:*}"; done | sort -n | paste -sd,)
+adopted() { [ "$(env $E "$B/batonctl" status --json | jq -r '[.stages[] | select(.state=="running") | .pid] | sort | map(tostring) | join(",")')" = "$want" ]; }
+wait_for 20 adopted
+check "a new baton adopts them: the same six pids running" $? "(want $want; $(grep -m2 -i adopt "$T/d2.log" | tr '\n' ' '))"
+grep -q "adopted by the supervisor pid $sup" "$T/d.log"
+check "... each stage logs its adoption" $?
+old=$(env $E "$B/batonctl" status --json | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
+kill -9 "$old"
+wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
+check "an adopted stage that dies is restarted" $?
+pids=$(snapshot $(env $E "$B/batonctl" status --json | jq -r '.stages[].pid'))
+kill -INT $sup
+wait $sup
+rc=$?
+sup=
+left=0
+for p in $pids; do alive "$p" && left=$((left + 1)); done
+check "SIGINT of the adopting baton stops every stage, adopted ones too, exit 0" $([ $rc -eq 0 ] && [ $left -eq 0 ]; echo $?) "(exit $rc, $left left)"
+
+# Without a new supervisor the orphans stop after RELAY_ORPHAN_TIMEOUT.
+mkdir -p "$T/e"
+E="$(env_for e) RELAY_ORPHAN_TIMEOUT=2"
+env $E "$B/baton" >"$T/e.log" 2>&1 &
 sup=$!
 wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '[.stages[] | select(.state==\"running\")] | length == 6'"
 pids=$(snapshot $(env $E "$B/batonctl" status --json | jq -r '.stages[].pid'))
@@ -149,8 +194,8 @@ kill -9 $sup
 sup_dead=$sup; sup=
 wait $sup_dead 2>/dev/null
 gone() { for p in $pids; do alive "$p" && return 1; done; return 0; }
-wait_for 15 gone
-check "kill -9 of the supervisor leaves no stage behind" $?
+wait_for 20 gone
+check "orphans with no new supervisor stop after RELAY_ORPHAN_TIMEOUT (2 s)" $?
 
 if [ $fail -eq 0 ]; then rm -rf "$T"; else echo "# logs in $T"; fi
 echo "$pass passed, $fail failed"
