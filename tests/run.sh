@@ -79,9 +79,10 @@ if [ -n "${ASAN_BUILD:-}" ] && [ -d "$ASAN_BUILD" ]; then
 		fi
 	fi
 fi
-# The ThreadSanitizer build (make tsan): the unit tests that start threads, and two end-to-end
-# scenarios with every stage under TSan (the fanout's control workers, verify's and ingest's
-# libcurl, RocksDB's and ZeroMQ's threads).  tests/tsan.supp names third-party libraries only.
+# The ThreadSanitizer build (make tsan): the unit tests that start threads, and the end-to-end
+# scenarios that drive every thread of ours with every stage under TSan: basic and kill (verify's
+# and ingest's libcurl, RocksDB's and ZeroMQ's threads), admin (the fanout's control workers and
+# requestCrawl workers), collections (the store's recount fetch thread).  tests/tsan.supp names third-party libraries only.
 # Left out: test_db_secondary forks after RocksDB started threads, which TSan cannot follow;
 # test_ring_procs races processes, not threads (TSan sees no other process), and its kill timing
 # assumes full speed (no poisoned self-kill was seen at TSan's speed).
@@ -92,7 +93,7 @@ if [ -n "${TSAN_BUILD:-}" ] && [ -d "$TSAN_BUILD" ]; then
 	done
 	if [ -f tests/e2e/run.mjs ]; then
 		mkdir -p "$BT_TEST_TMP/tsan"
-		for sc in basic kill; do
+		for sc in basic kill admin collections; do
 			TSAN_OPTIONS="$TSAN_OPTIONS:log_path=$BT_TEST_TMP/tsan/report" \
 				run_one "tsan:e2e-$sc" 600 node tests/e2e/run.mjs --only "$sc" "$TSAN_BUILD"
 		done
