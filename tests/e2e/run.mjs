@@ -73,8 +73,9 @@ const SCENARIO_TIMEOUT_MS = {
   logescape: 60000,
   takedown: 90000,
   collections: 90000,
+  adopt: 90000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down', 'metrics', 'coverage', 'acctlimit', 'ratelimit', 'consumers', 'consumerlimits', 'logescape', 'takedown', 'collections']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down', 'metrics', 'coverage', 'acctlimit', 'ratelimit', 'consumers', 'consumerlimits', 'logescape', 'takedown', 'collections', 'adopt']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 2300) * 1000
 
 let passed = 0
