@@ -14,7 +14,8 @@
  *	events_per_s: each fanout keeps its own samples of the store's committed counter (one
  *	per >= SAMPLE_MS, taken when asked), the rate is over the oldest sample younger than
  *	RATE_WINDOW_MS; null until two samples are >= 1 s apart.  A consumer's lag is the store's
- *	LAST_SEQ minus the seq its fanout last sent (so per fanout, not per consumer); the
+ *	LAST_SEQ minus the seq its fanout last sent (so per fanout, not per consumer; null for a
+ *	fanout without consumers); the
  *	commit->send histogram of every fanout gives the delay in ms (bucket upper bounds).
  *	The supervisor's restart counts are not in shared memory: the stage table shows each
  *	process's uptime instead (batonctl status has the counts).
@@ -119,7 +120,7 @@ static const char page[] =
 	"    (c.commit_send_p50_ms == null ? '-' : '<= ' + c.commit_send_p50_ms + ' ms') + ', p99 ' +\n"
 	"    (c.commit_send_p99_ms == null ? '-' : '<= ' + c.commit_send_p99_ms + ' ms');\n"
 	"  fill($('consumers'), ['fanout', 'consumers', 'sent seq', 'lag (events)', 'queued'],\n"
-	"    c.fanouts.map(f => [f.index, f.consumers, f.sent_seq, f.lag, [bytes(f.queued_bytes), 'n']]));\n"
+	"    c.fanouts.map(f => [f.index, f.consumers, f.sent_seq, f.lag == null ? ['-', 'n'] : f.lag, [bytes(f.queued_bytes), 'n']]));\n"
 	"  const u = $('updated'); u.className = '';\n"
 	"  u.textContent = 'updated ' + new Date(d.at_ms).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';\n"
 	"}\n"
@@ -249,9 +250,9 @@ void fan_dash_json(struct bt_http_req *req)
 			max_lag = lag;
 		consumers += c;
 		queued += q;
-		json_array_append_new(fanouts, json_pack("{s:i,s:I,s:I,s:I,s:I}", "index", st[i].index, "consumers",
+		json_array_append_new(fanouts, json_pack("{s:i,s:I,s:I,s:o,s:I}", "index", st[i].index, "consumers",
 							 (json_int_t)c, "sent_seq", (json_int_t)sent, "lag",
-							 (json_int_t)lag, "queued_bytes", (json_int_t)q));
+							 c ? json_integer(lag) : json_null(), "queued_bytes", (json_int_t)q));
 		for (int k = 0; k < BT_HIST_BUCKETS; k++) {
 			uint64_t v = atomic_load_explicit(&pg->hist[BT_HIST_COMMIT_SEND_MS].b[k], memory_order_relaxed);
 			hist[k] += v;

@@ -68,9 +68,11 @@ check "/dash.json: healthy, a rate, the host active, 2 fanouts, only non-zero dr
 jq -e '[.consumers.fanouts[] | select(.consumers > 0)][0] | .sent_seq > 0 and .lag >= 0' <<<"$j" >/dev/null
 check "/dash.json: the consumer's fanout sent seqs" $?
 
-curl -s -D "$T/head.hdr" -o "$T/head.body" -I "$M/dash"
-grep -qi '^content-type: text/html' "$T/head.hdr" && [ ! -s "$T/head.body" ]
-check "HEAD /dash: text/html, no body" $?
+# HEAD by hand (curl -I would not notice a body): the answer ends after the headers.
+head=$(exec 3<>"/dev/tcp/127.0.0.1/$MPORT" && printf 'HEAD /dash HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 &&
+	timeout 5 cat <&3 | tr -d '\r')
+grep -qi '^content-type: text/html' <<<"$head" && [ -z "$(sed '1,/^$/d' <<<"$head")" ] && grep -q '^HTTP/1.1 200' <<<"$head"
+check "HEAD /dash: 200 text/html, no body" $? "($head)"
 curl -s -o "$T/dash.html" "$M/dash"
 grep -q 'id=stages' "$T/dash.html" && ! grep -qiE '(src|href)=.?(https?:)?//' "$T/dash.html"
 check "GET /dash: the page, nothing fetched from elsewhere" $?
@@ -99,8 +101,10 @@ if [ -x "$CHROME" ]; then
 	grep -qE '<div id="updated" class="">updated 20[0-9-]+ [0-9:]+ UTC</div>' "$T/dom.html" &&
 		grep -qE '<span id="health" class="ok"' "$T/dom.html" && grep -q '<table id="drops">' "$T/dom.html"
 	check "DOM: updated line, health ok, drops table" $?
-	grep -c '<td class="up">up</td>' "$T/dom.html" | grep -qx 6
-	check "DOM: 6 stages up" $?
+	grep -qE '<span id="eps" class="big">[0-9]+\.[0-9]</span>' "$T/dom.html"
+	check "DOM: events/s shown" $? "($(grep -o '<span id="eps"[^/]*' "$T/dom.html"))"
+	n=$(grep -o '<td class="up">up</td>' "$T/dom.html" | wc -l)
+	check "DOM: 6 stages up" $([ "$n" = 6 ]; echo $?) "($n)"
 
 	chrome --virtual-time-budget=5000 --window-size=1200,900 --screenshot="$T/dash.png" "$M/dash" >/dev/null
 	out=$(python3 - "$T/dash.png" <<-'EOF'
@@ -115,23 +119,31 @@ if [ -x "$CHROME" ]; then
 		        idat += d[i + 8:i + 8 + n]
 		    i += 12 + n
 		raw = zlib.decompress(idat)
-		bpp = {2: 3, 6: 4}[ctype] * depth // 8
-		stride = 1 + w * bpp
-		# rows with filter 0 (none) give pixels directly; a blank page has one colour everywhere
-		colours = set()
+		assert depth == 8 and ctype in (2, 6), 'unexpected PNG type %d/%d' % (depth, ctype)
+		bpp = 3 if ctype == 2 else 4
+		stride = w * bpp
+		prev, colours = bytearray(stride), set()
 		for y in range(h):
-		    row = raw[y * stride:(y + 1) * stride]
-		    if row[0] == 0:
-		        colours.update(row[1 + x * bpp:1 + x * bpp + 3] for x in range(0, w, 3))
-		# filtered rows: non-zero deltas also mean more than one colour
-		varied = any(b for y in range(h) if raw[y * stride] != 0 for b in raw[y * stride + 1 + bpp:(y + 1) * stride])
-		print(w, h, len(d), len(colours), int(varied))
+		    f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+		    for x in range(stride):
+		        a = line[x - bpp] if x >= bpp else 0
+		        b, c = prev[x], prev[x - bpp] if x >= bpp else 0
+		        if f == 1: line[x] = (line[x] + a) & 255
+		        elif f == 2: line[x] = (line[x] + b) & 255
+		        elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
+		        elif f == 4:
+		            p = a + b - c
+		            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+		            line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+		    colours.update(bytes(line[x:x + 3]) for x in range(0, stride, bpp))
+		    prev = line
+		print(w, h, len(d), len(colours))
 	EOF
 	)
-	read -r w h size colours varied <<<"$out"
+	read -r w h size colours <<<"$out"
 	check "screenshot: a 1200x900 PNG" $([ "$w" = 1200 ] && [ "$h" = 900 ]; echo $?) "($out)"
 	check "screenshot: not blank (${colours:-0} colours seen, $size bytes)" \
-		$([ "${size:-0}" -gt 20000 ] && { [ "${colours:-0}" -gt 2 ] || [ "${varied:-0}" = 1 ]; }; echo $?) "($out)"
+		$([ "${size:-0}" -gt 20000 ] && [ "${colours:-0}" -gt 8 ]; echo $?) "($out)"
 	cp "$T/dash.png" "${BT_TEST_TMP:-/tmp}/dash-$$.png" 2>/dev/null && echo "# screenshot: ${BT_TEST_TMP:-/tmp}/dash-$$.png"
 else
 	echo "# SKIP: no chromium at $CHROME (make deps installs it): the DOM and screenshot checks did not run"
