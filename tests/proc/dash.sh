@@ -7,7 +7,8 @@
 #	a rate, the host and the consumer.  HEAD /dash answers without a body; other paths 404.
 #	Headless Chromium (/usr/bin/chromium, `make deps`) loads /dash: the DOM it dumps after the
 #	page's script ran has a row for every stage, the committed count, the host, the consumer
-#	and the "updated" line; its screenshot is a 1200x900 PNG of more than one colour.
+#	and the "updated" line; its screenshot is a 1200x900 PNG of many colours, among them the
+#	green of the "ok" health badge (set by the script from /dash.json).
 #	Without chromium those checks print SKIP and count neither way.
 set -u
 B=$(cd "${1:-build}" && pwd)
@@ -137,13 +138,14 @@ if [ -x "$CHROME" ]; then
 		            line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
 		    colours.update(bytes(line[x:x + 3]) for x in range(0, stride, bpp))
 		    prev = line
-		print(w, h, len(d), len(colours))
+		print(w, h, len(d), len(colours), int(bytes([0x10, 0x7a, 0x2a]) in colours))
 	EOF
 	)
-	read -r w h size colours <<<"$out"
+	read -r w h size colours green <<<"$out"
 	check "screenshot: a 1200x900 PNG" $([ "$w" = 1200 ] && [ "$h" = 900 ]; echo $?) "($out)"
 	check "screenshot: not blank (${colours:-0} colours seen, $size bytes)" \
 		$([ "${size:-0}" -gt 20000 ] && [ "${colours:-0}" -gt 8 ]; echo $?) "($out)"
+	check "screenshot: the health badge is green (#107a2a: the script rendered /dash.json)" $([ "${green:-0}" = 1 ]; echo $?) "($out)"
 	cp "$T/dash.png" "${BT_TEST_TMP:-/tmp}/dash-$$.png" 2>/dev/null && echo "# screenshot: ${BT_TEST_TMP:-/tmp}/dash-$$.png"
 else
 	echo "# SKIP: no chromium at $CHROME (make deps installs it): the DOM and screenshot checks did not run"
