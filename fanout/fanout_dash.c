@@ -10,10 +10,10 @@
  *	(tests/proc/dash.sh) and operators' scripts look for them.
  *
  *	/dash.json is made like /metrics (fanout_metrics.c) from the stats pages of every stage,
- *	/proc and the store's host records (fan_cov_get), so any fanout answers alike, except
- *	events_per_s: each fanout keeps its own samples of the store's committed counter (one
- *	per >= SAMPLE_MS, taken when asked), the rate is over the oldest sample younger than
- *	RATE_WINDOW_MS; null until two samples are >= 1 s apart.  A consumer's lag is the store's
+ *	/proc and the store's host records (fan_cov_get), so any fanout answers alike.
+ *	events_per_s is over the last RATE_WINDOW_MS, from the store's commit log (the seq and
+ *	time of its last BT_COMMIT_LOG batches; a shorter span when those are younger; null under
+ *	MIN_SPAN_MS, e.g. the first batch just written).  A consumer's lag is the store's
  *	LAST_SEQ minus the seq its fanout last sent (so per fanout, not per consumer; null for a
  *	fanout without consumers); the
  *	commit->send histogram of every fanout gives the delay in ms (bucket upper bounds).
@@ -37,9 +37,8 @@
 #include "bt_shm.h"
 #include "fanout.h"
 
-#define SAMPLE_MS 500
 #define RATE_WINDOW_MS 10000
-#define N_SAMPLES 32
+#define MIN_SPAN_MS 200
 
 static const char page[] =
 	"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>baton dashboard</title>\n"
@@ -142,30 +141,40 @@ void fan_dash_page(struct bt_http_req *req)
 	bt_http_respond_hdr(req, 200, "text/html; charset=utf-8", "Cache-Control: no-store\r\n", page, sizeof page - 1);
 }
 
-/* events/s of the store's committed counter from this fanout's samples (-1 when unknown). */
-static double rate(uint64_t now, uint64_t committed)
+/* Events/s committed by the store over the last RATE_WINDOW_MS, from its commit log (seq and
+   wall-clock ms of each written batch): the seqs after the newest batch older than the window,
+   or after the oldest logged batch over the time since it when the log is younger.  -1 when
+   that span is under MIN_SPAN_MS. */
+static double commit_rate(const struct bt_stats_page *sp, uint64_t wall)
 {
-	static struct {
-		uint64_t ms, n;
-	} s[N_SAMPLES];
-	static unsigned head, count;
-	if (!count || now - s[(head + N_SAMPLES - 1) % N_SAMPLES].ms >= SAMPLE_MS) {
-		s[head].ms = now;
-		s[head].n = committed;
-		head = (head + 1) % N_SAMPLES;
-		if (count < N_SAMPLES)
-			count++;
+	if (!sp)
+		return -1;
+	uint64_t n = atomic_load_explicit(&sp->commit_n, memory_order_acquire), last = 0, base = 0, base_ms = 0;
+	if (!n)
+		return 0;
+	for (uint64_t i = 0; i < BT_COMMIT_LOG && i < n; i++) {
+		const struct bt_commit_ent *e = &sp->commits[(n - 1 - i) % BT_COMMIT_LOG];
+		uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+		uint64_t ms = atomic_load_explicit(&e->ms, memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		uint64_t s2 = atomic_load_explicit(&e->seq, memory_order_relaxed);
+		if (!s1 || s1 != s2)
+			break; /* being overwritten (the oldest): use what was read */
+		if (!last)
+			last = s1;
+		base = s1;
+		base_ms = ms;
+		if (ms + RATE_WINDOW_MS <= wall) {
+			base_ms = wall - RATE_WINDOW_MS;
+			break;
+		}
 	}
-	/* the oldest sample inside the window, compared with now */
-	for (unsigned k = count; k > 0; k--) {
-		unsigned i = (head + N_SAMPLES - k) % N_SAMPLES;
-		if (now - s[i].ms > RATE_WINDOW_MS)
-			continue;
-		if (now - s[i].ms < 1000 || committed < s[i].n)
-			return -1;
-		return (double)(committed - s[i].n) * 1000.0 / (double)(now - s[i].ms);
-	}
-	return -1;
+	if (!last)
+		return -1;
+	uint64_t span = wall > base_ms ? wall - base_ms : 0;
+	if (span < MIN_SPAN_MS)
+		return -1;
+	return (double)(last - base) * 1000.0 / (double)span;
 }
 
 /* Upper bound (ms) of the bucket holding quantile q of the summed histogram; -1 if empty or
@@ -272,7 +281,7 @@ void fan_dash_json(struct bt_http_req *req)
 	int healthy = fan_health_check(why, sizeof why);
 	char dwhy[512] = "";
 	int degraded = healthy && fan_cov_degraded(dwhy, sizeof dwhy);
-	double eps = rate(now, committed);
+	double eps = commit_rate(fan_store_page(), wall);
 	json_t *j = json_pack(
 		"{s:I,s:b,s:b,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:{s:I,s:i,s:i,s:I,s:o},"
 		"s:{s:I,s:I,s:I,s:o,s:o,s:o}}",

@@ -51,8 +51,8 @@ for _ in $(seq 100); do
 	sleep 0.2
 done
 check "/dash.json: events committed, a host, a consumer" $ok "($j)"
-sleep 1.2 # a second sample for the rate (each fanout keeps its own: ask a few times)
-for _ in 1 2 3 4; do j=$(curl -s "$M/dash.json"); jq -e '.events_per_s > 0' <<<"$j" >/dev/null && break; sleep 0.6; done
+sleep 1 # the rate is over the store's recent batches: 20 events/s from fakepds
+j=$(curl -s "$M/dash.json")
 echo "# /dash.json: $j"
 jq -e 'has("at_ms") and has("healthy") and has("degraded") and has("health") and has("events_per_s") and has("committed")
 	and has("last_seq") and has("received") and has("accepted") and has("stages") and has("drops") and has("hosts")
@@ -156,6 +156,8 @@ fi
 kill $cc 2>/dev/null; wait $cc 2>/dev/null
 kill -INT $sup; wait $sup
 check "clean stop" $?
+! grep -qE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' "$T/relay.log"
+check "no sanitizer report in the relay's log" $? "($(grep -m1 -E 'Sanitizer|runtime error:' "$T/relay.log"))"
 kill $pds 2>/dev/null; wait $pds 2>/dev/null
 if [ $fail -eq 0 ]; then rm -rf "$T"; else echo "# logs in $T"; fi
 echo "$pass passed, $fail failed$skip"
