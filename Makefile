@@ -16,7 +16,7 @@ RUN_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev l
             libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev
 # ... and what the tests add (make test): clang for the fuzzers, the tools the scripts call,
 # python3 for better-sqlite3's build (tests/interop), node and npm.
-TEST_PKGS := clang libclang-rt-14-dev procps curl jq python3
+TEST_PKGS := clang libclang-rt-14-dev procps curl jq python3 chromium
 DEB_PKGS := $(RUN_PKGS) $(TEST_PKGS)
 
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))

@@ -175,12 +175,29 @@ const struct fan_cov *fan_cov_get(void);
 int fan_cov_degraded(char *why, size_t cap);
 
 /* ---- fanout_metrics.c ---- */
-/* Answers GET/HEAD /metrics on the metrics listener (Prometheus text); anything else 404. */
+#define FAN_N_STAGES (3 + BT_MAX_VERIFY + BT_MAX_FANOUT)
+struct fan_stage {
+	enum bt_role role;
+	int index;
+	struct bt_stats_page *pg; /* NULL if the segment has no page for it */
+};
+/* Fills out[FAN_N_STAGES] with every stage (ingest, store, verify 0..K-1, fanout 0..N-1); returns
+   how many. */
+int fan_stages(struct fan_stage *out);
+/* /proc/<pid>/stat: CPU seconds, resident bytes, start time (s since the epoch); 0 or -1. */
+int fan_proc_stat(int pid, double *cpu_s, double *rss_b, double *start_s);
+/* Answers GET/HEAD /metrics, /dash and /dash.json on the metrics listener; anything else 404. */
 void fan_metrics_handle(struct bt_http_req *req, void *arg);
 /* Answers /metrics (Prometheus text). */
 void fan_metrics_respond(struct bt_http_req *req);
 /* The store's stats page (commit log), NULL if absent. */
 struct bt_stats_page *fan_store_page(void);
+
+/* ---- fanout_dash.c ---- */
+/* /dash: the operator dashboard (one self-contained HTML page).  Ends req. */
+void fan_dash_page(struct bt_http_req *req);
+/* /dash.json: what the dashboard shows, from the stats pages and the host records.  Ends req. */
+void fan_dash_json(struct bt_http_req *req);
 
 /* ---- fanout_health.c ---- */
 /* Samples every stage's progress counter (from the 200 ms timer) for stuck-ring detection. */

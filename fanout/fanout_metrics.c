@@ -13,6 +13,7 @@
  *	(struct bt_hist, cumulated here).  Per-host series are bounded: the
  *	RELAY_METRICS_TOP_HOSTS hosts with the most events, the rest summed into host="_other".
  *	Process metrics (process_*) use the Prometheus client names with role/index labels.
+ *	The same listener serves the operator dashboard (/dash, /dash.json: fanout_dash.c).
  *	docs/ops.md has the families and the mapping to indigo's names.
  *
  *	Reads only: stats pages have one writer each (their stage); values are atomics.
@@ -32,8 +33,6 @@
 #include "bt_proc.h"
 #include "bt_shm.h"
 #include "fanout.h"
-
-#define N_SLOTS (3 + BT_MAX_VERIFY + BT_MAX_FANOUT)
 
 enum { RI = 1 << BT_ROLE_INGEST, RV = 1 << BT_ROLE_VERIFY, RS = 1 << BT_ROLE_STORE, RF = 1 << BT_ROLE_FANOUT };
 
@@ -126,22 +125,16 @@ static enum bt_role hist_role(enum bt_hist_id h)
 	}
 }
 
-struct stage {
-	enum bt_role role;
-	int index;
-	struct bt_stats_page *pg;
-};
-
-static int stages(struct stage *out)
+int fan_stages(struct fan_stage *out)
 {
 	int n = 0;
-	out[n++] = (struct stage){ BT_ROLE_INGEST, 0, NULL };
-	out[n++] = (struct stage){ BT_ROLE_STORE, 0, NULL };
+	out[n++] = (struct fan_stage){ BT_ROLE_INGEST, 0, NULL };
+	out[n++] = (struct fan_stage){ BT_ROLE_STORE, 0, NULL };
 	for (int k = 0; k < bt_proc.K; k++)
-		out[n++] = (struct stage){ BT_ROLE_VERIFY, k, NULL };
+		out[n++] = (struct fan_stage){ BT_ROLE_VERIFY, k, NULL };
 	for (int i = 0; i < BT_MAX_FANOUT; i++)
 		if (fan_slot_in_use(i, NULL)) /* scaled fanouts may hold any slot */
-			out[n++] = (struct stage){ BT_ROLE_FANOUT, i, NULL };
+			out[n++] = (struct fan_stage){ BT_ROLE_FANOUT, i, NULL };
 	for (int i = 0; i < n; i++)
 		out[i].pg = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(out[i].role, out[i].index)));
 	return n;
@@ -181,8 +174,7 @@ static void family(FILE *f, const char *name, const char *type, const char *help
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* /proc/<pid>/stat: CPU seconds, resident bytes, start time (s since the epoch); 0 or -1. */
-static int proc_stat(int pid, double *cpu_s, double *rss_b, double *start_s)
+int fan_proc_stat(int pid, double *cpu_s, double *rss_b, double *start_s)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -243,7 +235,7 @@ static int proc_fds(int pid)
 	return n;
 }
 
-static void process_metrics(FILE *f, const struct stage *st, int n)
+static void process_metrics(FILE *f, const struct fan_stage *st, int n)
 {
 	struct proc {
 		const char *role;
@@ -251,7 +243,7 @@ static void process_metrics(FILE *f, const struct stage *st, int n)
 		double cpu, rss, start;
 		int fds;
 		bool ok;
-	} pr[N_SLOTS + 1];
+	} pr[FAN_N_STAGES + 1];
 	int m = 0;
 	struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
 	if (sp && atomic_load(&sp->pid) > 0)
@@ -261,7 +253,7 @@ static void process_metrics(FILE *f, const struct stage *st, int n)
 			pr[m++] = (struct proc){ .role = bt_role_name(st[i].role), .index = st[i].index,
 						 .pid = atomic_load(&st[i].pg->pid) };
 	for (int i = 0; i < m; i++) {
-		pr[i].ok = proc_stat(pr[i].pid, &pr[i].cpu, &pr[i].rss, &pr[i].start) == 0;
+		pr[i].ok = fan_proc_stat(pr[i].pid, &pr[i].cpu, &pr[i].rss, &pr[i].start) == 0;
 		pr[i].fds = pr[i].ok ? proc_fds(pr[i].pid) : -1;
 	}
 	family(f, "process_cpu_seconds_total", "counter", "user and system CPU time of the stage's process");
@@ -285,7 +277,7 @@ static void process_metrics(FILE *f, const struct stage *st, int n)
 				pr[i].start);
 }
 
-static void histograms(FILE *f, const struct stage *st, int n)
+static void histograms(FILE *f, const struct fan_stage *st, int n)
 {
 	static const char *names[BT_HIST__COUNT] = {
 		[BT_HIST_EMIT_COMMIT_MS] = "baton_emit_commit_seconds",
@@ -382,8 +374,8 @@ void fan_metrics_respond(struct bt_http_req *req)
 		return;
 	}
 	uint64_t now = bt_now_ms();
-	struct stage st[N_SLOTS];
-	int n = stages(st);
+	struct fan_stage st[FAN_N_STAGES];
+	int n = fan_stages(st);
 	char name[64], fam[96];
 
 	family(f, "baton_up", "gauge", "1 when the stage has a pid and a fresh heartbeat");
@@ -466,11 +458,15 @@ void fan_metrics_respond(struct bt_http_req *req)
 
 void fan_metrics_handle(struct bt_http_req *req, void *arg)
 {
-	const char *m = bt_http_req_method(req);
-	if (strcmp(bt_http_req_path(req), "/metrics"))
-		fan_xrpc_error(req, 404, "NotFound", "this listener serves /metrics only");
+	const char *m = bt_http_req_method(req), *path = bt_http_req_path(req);
+	if (strcmp(path, "/metrics") && strcmp(path, "/dash") && strcmp(path, "/dash.json"))
+		fan_xrpc_error(req, 404, "NotFound", "this listener serves /metrics, /dash and /dash.json only");
 	else if (strcmp(m, "GET") && strcmp(m, "HEAD"))
 		fan_xrpc_error(req, 405, "MethodNotAllowed", NULL);
+	else if (!strcmp(path, "/dash"))
+		fan_dash_page(req);
+	else if (!strcmp(path, "/dash.json"))
+		fan_dash_json(req);
 	else
 		fan_metrics_respond(req);
 }
