@@ -37,6 +37,9 @@
  *	                             takendown, its later events dropped, its events out of replay)
  *	batonctl reverse-takedown DID
  *	                             reverse it (#account with its upstream state)
+ *	batonctl quarantine [list]   the frames verify kept after they crashed it twice (RELAY_DATA_DIR/
+ *	                             quarantine); quarantine show NAME: what the frame decodes to (type,
+ *	                             seq, did, rev, ops, first bytes); quarantine drop NAME | --all
  *	batonctl import-hosts lines may be "HOST CURSOR": the host's starting cursor (its seq).
  *	batonctl pull-hosts URL      bootstrap from another relay (like indigo's pull-hosts): pages
  *	                             through URL's com.atproto.sync.listHosts (limit 500, at most
@@ -56,8 +59,13 @@
 #include "bt_params.h"
 
 #include "bt_fetch.h"
+#include "bt_fh.h"
 
 #include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdbool.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,8 +81,129 @@ static int usage(void)
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
 			"  | pull-hosts URL\n"
 			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY] | take-down DID | reverse-takedown DID\n"
+			"  | quarantine [list | show NAME | drop NAME | drop --all] | reload KEY=VALUE...\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
+}
+
+/* batonctl quarantine [list | show NAME | drop NAME|--all]: the frames verify kept after they
+   crashed it twice (RELAY_DATA_DIR/quarantine/host<ID>-seq<USEQ>.frame).  Files only: no stage is
+   involved, so it works while the relay is down too. */
+static bool quarantine_name_ok(const char *n)
+{
+	size_t l = strlen(n);
+	return l > 6 && l < 128 && !strchr(n, '/') && n[0] != '.' && !strcmp(n + l - 6, ".frame");
+}
+
+static int quarantine(int argc, char **argv, int a, bool json_out)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s/quarantine", bt_cfg.data_dir);
+	const char *sub = a + 1 < argc ? argv[a + 1] : "list";
+	if (!strcmp(sub, "list")) {
+		DIR *d = opendir(dir);
+		json_t *arr = json_array();
+		struct dirent *e;
+		while (d && (e = readdir(d)))
+			if (quarantine_name_ok(e->d_name)) {
+				char path[PATH_MAX + 300];
+				struct stat st;
+				snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+				if (stat(path, &st) == 0)
+					json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "name", e->d_name, "bytes",
+									     (json_int_t)st.st_size, "mtime",
+									     (json_int_t)st.st_mtime));
+			}
+		if (d)
+			closedir(d);
+		if (json_out) {
+			char *t = json_dumps(arr, JSON_INDENT(1));
+			puts(t);
+			free(t);
+		} else {
+			size_t i;
+			json_t *x;
+			printf("%zu quarantined frame(s) in %s\n", json_array_size(arr), dir);
+			json_array_foreach(arr, i, x) printf("  %s  %lld bytes\n", json_string_value(json_object_get(x, "name")),
+							    (long long)json_integer_value(json_object_get(x, "bytes")));
+		}
+		json_decref(arr);
+		return 0;
+	}
+	if (a + 2 >= argc)
+		return usage();
+	const char *name = argv[a + 2];
+	if (!strcmp(sub, "drop") && !strcmp(name, "--all")) {
+		DIR *d = opendir(dir);
+		struct dirent *e;
+		int n = 0;
+		while (d && (e = readdir(d)))
+			if (quarantine_name_ok(e->d_name)) {
+				char path[PATH_MAX + 300];
+				snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+				n += unlink(path) == 0;
+			}
+		if (d)
+			closedir(d);
+		printf("{\"dropped\": %d}\n", n);
+		return 0;
+	}
+	if (!quarantine_name_ok(name)) {
+		fprintf(stderr, "batonctl: %s: not a quarantined frame name (see batonctl quarantine list)\n", name);
+		return 2;
+	}
+	char path[PATH_MAX + 300];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (!strcmp(sub, "drop")) {
+		if (unlink(path) < 0) {
+			fprintf(stderr, "batonctl: %s: %s\n", path, strerror(errno));
+			return 1;
+		}
+		printf("{\"dropped\": 1}\n");
+		return 0;
+	}
+	if (strcmp(sub, "show"))
+		return usage();
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "batonctl: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	static uint8_t buf[8 << 20];
+	size_t n = fread(buf, 1, sizeof buf, f);
+	fclose(f);
+	/* What it says, as far as it decodes: it crashed verify, so it is read with the same care. */
+	static struct bt_fh_msg m;
+	const char *why = NULL;
+	int rc = bt_fh_decode(buf, n, &m, &why);
+	json_t *o = json_pack("{s:s,s:I}", "name", name, "bytes", (json_int_t)n);
+	if (rc < 0) {
+		json_object_set_new(o, "decodes", json_false());
+		json_object_set_new(o, "error", json_string(why ? why : "does not decode"));
+	} else {
+		const char *t = bt_fh_type_name(m.type);
+		json_object_set_new(o, "decodes", json_true());
+		json_object_set_new(o, "t", t ? json_string(t) : json_stringn((const char *)m.t.p, m.t.n));
+		if (m.has_seq)
+			json_object_set_new(o, "seq", json_integer(m.seq));
+		if (m.did.n)
+			json_object_set_new(o, "did", json_stringn((const char *)m.did.p, m.did.n));
+		if (m.rev.n)
+			json_object_set_new(o, "rev", json_stringn((const char *)m.rev.p, m.rev.n));
+		json_object_set_new(o, "ops", json_integer((json_int_t)m.n_ops));
+		json_object_set_new(o, "blocks_bytes", json_integer((json_int_t)m.blocks.n));
+	}
+	char hex[2 * 64 + 1];
+	size_t hn = n < 64 ? n : 64;
+	for (size_t i = 0; i < hn; i++)
+		snprintf(hex + 2 * i, 3, "%02x", buf[i]);
+	hex[2 * hn] = 0;
+	json_object_set_new(o, "head_hex", json_string(hex));
+	char *txt = json_dumps(o, JSON_INDENT(1));
+	puts(txt);
+	free(txt);
+	json_decref(o);
+	return 0;
 }
 
 /* Each line: a hostname, normalised by the requestCrawl policy (bt_host), registered with the
@@ -490,6 +619,8 @@ int main(int argc, char **argv)
 	} else if ((!strcmp(cmd, "take-down") || !strcmp(cmd, "reverse-takedown")) && a + 1 < argc) {
 		bt_params_ipc("store", ep, sizeof ep);
 		req = json_pack("{s:s,s:s}", "op", cmd[0] == 't' ? "takeDown" : "reverseTakedown", "did", argv[a + 1]);
+	} else if (!strcmp(cmd, "quarantine")) {
+		return quarantine(argc, argv, a, json_out);
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {
 		return import_hosts(argv[a + 1]);
 	} else if (!strcmp(cmd, "pull-hosts") && a + 1 < argc) {

@@ -15,6 +15,7 @@
 
 import fs from 'node:fs'
 import path from 'node:path'
+import { execFile } from 'node:child_process'
 import { FakePlc } from '../lib/plc.mjs'
 import { PdsSim, sleep } from '../lib/pds.mjs'
 import { Consumer } from '../lib/consumer.mjs'
@@ -79,6 +80,22 @@ async function phase(checks0, ctx, inDecode) {
   const qdir = path.join(tmpDir, 'data', 'quarantine')
   const files = fs.existsSync(qdir) ? fs.readdirSync(qdir) : []
   checks.ok('the frame is kept for inspection under data/quarantine', files.length === 1, JSON.stringify(files))
+  // batonctl quarantine: list, show (what it decodes to), drop.
+  const ctl = (...args) => new Promise((resolve) => execFile(path.join(ctx.buildDir, 'batonctl'), args, { env: baton.env(), timeout: 5000 },
+    (err, stdout) => resolve({ code: err ? err.code ?? 1 : 0, out: stdout })))
+  const ls = await ctl('quarantine', 'list', '--json')
+  let listed = []
+  try { listed = JSON.parse(ls.out) } catch {}
+  checks.ok('batonctl quarantine list --json names it', ls.code === 0 && listed.length === 1 && listed[0].name === files[0], ls.out)
+  const sh = await ctl('quarantine', 'show', files[0] ?? 'x.frame')
+  let shown = {}
+  try { shown = JSON.parse(sh.out) } catch {}
+  checks.ok('batonctl quarantine show decodes it: #commit of the poison account', sh.code === 0 && shown.decodes === true &&
+    shown.t === '#commit' && shown.did === bad.did, sh.out.slice(0, 300))
+  const bogus = await ctl('quarantine', 'show', '../../etc/passwd')
+  checks.ok('batonctl quarantine show refuses a path', bogus.code !== 0)
+  const dr = await ctl('quarantine', 'drop', files[0] ?? 'x.frame')
+  checks.ok('batonctl quarantine drop removes it', dr.code === 0 && fs.readdirSync(qdir).length === 0, dr.out)
   const h = await baton.health()
   checks.ok('/_health is 200 afterwards', h.status === 200, JSON.stringify(h.body))
   // The poison frame, once (its re-deliveries after the two crashes are duplicates).
