@@ -99,6 +99,62 @@ static void set_param(const struct pdesc *p, const char *v, const char *src)
 	}
 }
 
+/* The parameters a running relay takes from `batonctl reload`: each is read where it is used,
+   so a new value applies from the next use on. */
+static const char *const runtime_ok[] = { "RELAY_LOG_LEVEL", "RELAY_MAX_CONNS_PER_IP", "RELAY_CONSUMER_BUFFER_MB",
+					  "RELAY_CONSUMER_READ_TIMEOUT", "RELAY_COVERAGE_MIN_PERCENT",
+					  "RELAY_METRICS_TOP_HOSTS", "RELAY_HEARTBEAT_TIMEOUT", "RELAY_COMMIT_WINDOW_US",
+					  "RELAY_REPLAY_WINDOW" };
+
+int bt_params_set_runtime(const char *env, const char *v, char *err, size_t cap)
+{
+	const struct pdesc *p = NULL;
+	for (size_t i = 0; i < N_PARAMS; i++)
+		if (!strcmp(params[i].env, env))
+			p = &params[i];
+	if (!p) {
+		snprintf(err, cap, "%s: no such parameter", env);
+		return -ENOENT;
+	}
+	bool ok = false;
+	for (size_t i = 0; i < sizeof runtime_ok / sizeof *runtime_ok; i++)
+		ok |= !strcmp(runtime_ok[i], env);
+	if (!ok) {
+		snprintf(err, cap, "%s cannot change while the relay runs (restart it)", env);
+		return -EPERM;
+	}
+	char *base = (char *)&bt_cfg;
+	if (p->type == BT_P_STR) {
+		if (!strcmp(env, "RELAY_LOG_LEVEL")) {
+			int l = bt_log_parse_level(v);
+			if (l < 0) {
+				snprintf(err, cap, "%s: unknown level '%s'", env, v);
+				return -EINVAL;
+			}
+			bt_log_set_level((enum bt_log_level)l);
+		}
+		snprintf(base + p->off, 512, "%s", v);
+		return 0;
+	}
+	int64_t x;
+	char *end;
+	errno = 0;
+	if (p->type == BT_P_INT) {
+		x = strtoll(v, &end, 10);
+		if (errno || end == v || *end)
+			x = p->lo - 1;
+	} else if (p->type != BT_P_DUR || parse_dur(v, &x) < 0) {
+		x = p->lo - 1;
+	}
+	if (x < p->lo || x > p->hi) {
+		snprintf(err, cap, "%s: '%s' is not a %s in [%lld, %lld]", env, v, type_name(p->type), (long long)p->lo,
+			 (long long)p->hi);
+		return -EINVAL;
+	}
+	*(int64_t *)(base + p->off) = x;
+	return 0;
+}
+
 static void flag_name(const struct pdesc *p, char *out, size_t cap)
 {
 	snprintf(out, cap, "--%s", p->field);

@@ -15,6 +15,7 @@
 #ifndef BT_PARAMS_H
 #define BT_PARAMS_H
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* X(type, field, env, default, min, max, doc); DUR values are seconds ("90", "30s", "10m", "72h", "3d"). */
@@ -129,4 +130,8 @@ void bt_params_export(void);
 /* Paths derived from the config: the segment file and the control sockets ("ipc://..."). */
 void bt_params_shm_path(char *out, unsigned cap);
 void bt_params_ipc(const char *what, char *out, unsigned cap); /* what: "sup", "ingest", "store" */
+/* `batonctl reload`: sets one parameter of a running stage if it is one that may change then
+   (RELAY_LOG_LEVEL, the consumer limits, coverage, heartbeat, commit window, replay window);
+   0, or <0 with the reason in err. */
+int bt_params_set_runtime(const char *env, const char *value, char *err, size_t cap);
 #endif

@@ -269,6 +269,8 @@ struct bt_stats_page {
 	/* Fanout: the newest /admin/consumers/list generation this fanout asked for (the others
 	   write their consumer tables for it: fanout_conslist.c) */
 	_Atomic uint64_t list_req;
+	/* the supervisor's reload generation this stage applied (bt_proc.c) */
+	_Atomic uint32_t reload_seen;
 };
 _Static_assert(sizeof(struct bt_stats_page) <= 4096, "stats page fits a page");
 
@@ -279,7 +281,12 @@ struct bt_sup_page {
 				      any of the BT_MAX_FANOUT slots may run one (docker-compose --scale) */
 	uint32_t pad;
 	_Atomic uint64_t started_ms;
+	/* batonctl reload: "ENV=value\n" lines, every parameter reloaded so far; reload_gen is odd
+	   while the supervisor rewrites them (a seqlock), even when they are whole. */
+	_Atomic uint32_t reload_gen;
+	char reload[3072];
 };
+_Static_assert(sizeof(struct bt_sup_page) <= 4096, "supervisor page fits a page");
 
 static inline void bt_stat_add(struct bt_stats_page *p, enum bt_stat s, uint64_t v)
 {

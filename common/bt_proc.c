@@ -147,11 +147,47 @@ bool bt_pid_alive(int32_t pid)
 static _Atomic uint64_t next_sup_check, orphan_since;
 static _Atomic int32_t last_sup;
 
+/* batonctl reload: the parameters the supervisor published (once a second, and at start, so a
+   stage started after a reload runs with it too). */
+static uint32_t reload_applied;
+
+static void reload_poll(struct bt_sup_page *sp)
+{
+	uint32_t g = atomic_load_explicit(&sp->reload_gen, memory_order_acquire);
+	if (g == reload_applied || (g & 1))
+		return;
+	char blob[sizeof sp->reload];
+	memcpy(blob, sp->reload, sizeof blob);
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&sp->reload_gen, memory_order_relaxed) != g)
+		return; /* rewritten meanwhile: next second */
+	blob[sizeof blob - 1] = 0;
+	for (char *line = blob, *nl; line && *line; line = nl) {
+		nl = strchr(line, '\n');
+		if (nl)
+			*nl++ = 0;
+		char *eq = strchr(line, '=');
+		if (!eq)
+			continue;
+		*eq = 0;
+		char err[160];
+		if (bt_params_set_runtime(line, eq + 1, err, sizeof err) < 0)
+			BT_WARN("reload: %s", err);
+		else if (reload_applied || g) /* at start, quiet unless there was a reload */
+			BT_INFO("reload: %s=%s", line, eq + 1);
+	}
+	reload_applied = g;
+	atomic_store(&bt_proc.stats->reload_seen, g);
+}
+
 static void sup_watch(uint64_t now)
 {
-	if (!bt_cfg.spawn_stages || !bt_proc.shm)
+	if (!bt_proc.shm)
 		return;
 	struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
+	reload_poll(sp);
+	if (!bt_cfg.spawn_stages)
+		return;
 	int32_t pid = atomic_load(&sp->pid);
 	uint64_t since = atomic_load(&orphan_since);
 	if (bt_pid_alive(pid)) {

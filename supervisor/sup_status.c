@@ -48,12 +48,13 @@ json_t *sup_status_json(const struct sup_stage *st, int n, struct sup_counts c)
 			if (v)
 				json_object_set_new(drops, bt_drop_name((enum bt_drop)k), json_integer((json_int_t)v));
 		}
-		json_array_append_new(arr, json_pack("{s:s,s:i,s:i,s:s,s:i,s:I,s:I,s:I,s:o,s:o}", "role",
+		json_array_append_new(arr, json_pack("{s:s,s:i,s:i,s:s,s:i,s:I,s:I,s:I,s:I,s:o,s:o}", "role",
 						      bt_role_name(s->role), "index", s->index, "pid", (int)s->pid,
 						      "state", state_name(s->state), "restarts", (int)s->restarts,
 						      "heartbeat_age_ms", (json_int_t)(now > hb ? now - hb : 0),
 						      "restart_delay_ms", (json_int_t)s->last_delay_ms,
 						      "uptime_ms", (json_int_t)(s->pid && s->started_ms ? now - s->started_ms : 0),
+						      "reload_gen", (json_int_t)atomic_load(&s->stats->reload_seen),
 						      "counters", ctr, "drops", drops));
 	}
 	return json_pack("{s:i,s:i,s:o}", "verify_procs", c.K, "fanout_procs", c.N, "stages", arr);

@@ -305,6 +305,56 @@ static bool find_orphans(void)
 	return true;
 }
 
+/* batonctl reload {set: {ENV: value}}: checked and applied here first (all or none), exported
+   for stages started later, and published in the segment for the running ones (bt_proc.c). */
+static json_t *reloaded; /* every parameter reloaded so far */
+
+static json_t *reload(json_t *set)
+{
+	if (!json_is_object(set) || !json_object_size(set))
+		return json_pack("{s:b,s:s}", "ok", 0, "error", "reload KEY=VALUE ...");
+	struct bt_config was = bt_cfg;
+	const char *k;
+	json_t *v;
+	char err[200];
+	json_object_foreach(set, k, v)
+	{
+		if (!json_is_string(v) || strlen(json_string_value(v)) > 200 ||
+		    bt_params_set_runtime(k, json_string_value(v), err, sizeof err) < 0) {
+			if (!json_is_string(v) || strlen(json_string_value(v)) > 200)
+				snprintf(err, sizeof err, "%s: the value must be a string of at most 200 bytes", k);
+			bt_cfg = was;
+			int l = bt_log_parse_level(bt_cfg.log_level);
+			if (l >= 0)
+				bt_log_set_level((enum bt_log_level)l);
+			return json_pack("{s:b,s:s}", "ok", 0, "error", err);
+		}
+	}
+	if (!reloaded)
+		reloaded = json_object();
+	json_object_foreach(set, k, v)
+	{
+		setenv(k, json_string_value(v), 1);
+		json_object_set(reloaded, k, v);
+	}
+	char blob[sizeof ((struct bt_sup_page *)0)->reload] = "";
+	size_t n = 0;
+	json_object_foreach(reloaded, k, v)
+	{
+		int w = snprintf(blob + n, sizeof blob - n, "%s=%s\n", k, json_string_value(v));
+		if (w < 0 || (size_t)w >= sizeof blob - n)
+			return json_pack("{s:b,s:s}", "ok", 0, "error", "too many reloaded parameters");
+		n += (size_t)w;
+	}
+	struct bt_sup_page *sp = bt_shm_page(shm, 0);
+	uint32_t g = atomic_load(&sp->reload_gen);
+	atomic_store(&sp->reload_gen, g + 1); /* odd: being written */
+	memcpy(sp->reload, blob, sizeof blob);
+	atomic_store(&sp->reload_gen, g + 2);
+	BT_INFO("reload %u: %s", g + 2, blob);
+	return json_pack("{s:b,s:i,s:O}", "ok", 1, "gen", (int)(g + 2), "set", reloaded);
+}
+
 static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 {
 	const char *op = json_string_value(json_object_get(msg, "op"));
@@ -340,6 +390,10 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "scale fanout N, N from 1 to 32"));
 		else
 			bt_ctl_reply(req, scale_fanouts((int)json_integer_value(nj)));
+		return;
+	}
+	if (op && !strcmp(op, "reload")) {
+		bt_ctl_reply(req, reload(json_object_get(msg, "set")));
 		return;
 	}
 	if (op && !strcmp(op, "restart") && !bt_cfg.spawn_stages) {

@@ -37,6 +37,10 @@
  *	                             takendown, its later events dropped, its events out of replay)
  *	batonctl reverse-takedown DID
  *	                             reverse it (#account with its upstream state)
+ *	batonctl reload KEY=VALUE... change parameters of the running relay (RELAY_LOG_LEVEL, the
+ *	                             consumer limits, coverage, heartbeat, commit and replay windows:
+ *	                             others need a restart and are refused); waits until every running
+ *	                             stage applied them; stages started later get them too
  *	batonctl quarantine [list]   the frames verify kept after they crashed it twice (RELAY_DATA_DIR/
  *	                             quarantine); quarantine show NAME: what the frame decodes to (type,
  *	                             seq, did, rev, ops, first bytes); quarantine drop NAME | --all
@@ -204,6 +208,59 @@ static int quarantine(int argc, char **argv, int a, bool json_out)
 	free(txt);
 	json_decref(o);
 	return 0;
+}
+
+/* batonctl reload KEY=VALUE...: the supervisor checks and publishes them; then wait (5 s) until
+   every running stage says it applied them.  Exit 1 on a refusal or a stage that did not. */
+static int reload(int argc, char **argv, int a)
+{
+	json_t *set = json_object();
+	for (int i = a + 1; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		if (!eq || eq == argv[i]) {
+			json_decref(set);
+			return usage();
+		}
+		json_object_set_new(set, strndup(argv[i], (size_t)(eq - argv[i])), json_string(eq + 1));
+	}
+	char ep[600];
+	bt_params_ipc("sup", ep, sizeof ep);
+	json_t *r = bt_ctl_call(ep, json_pack("{s:s,s:o}", "op", "reload", "set", set), 5000);
+	if (!r) {
+		fprintf(stderr, "batonctl: no answer from %s\n", ep);
+		return 1;
+	}
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		char *t = json_dumps(r, JSON_INDENT(1));
+		puts(t);
+		free(t);
+		json_decref(r);
+		return 1;
+	}
+	json_int_t gen = json_integer_value(json_object_get(r, "gen"));
+	json_t *pending = NULL;
+	for (int tries = 0; tries < 50; tries++) {
+		json_decref(pending);
+		pending = json_array();
+		json_t *st = bt_ctl_call(ep, json_pack("{s:s}", "op", "status"), 5000);
+		size_t i;
+		json_t *x;
+		json_array_foreach(json_object_get(st, "stages"), i, x) if (json_integer_value(json_object_get(x, "pid")) > 0 &&
+									    json_integer_value(json_object_get(x, "reload_gen")) < gen)
+			json_array_append_new(pending, json_sprintf("%s-%lld", json_string_value(json_object_get(x, "role")),
+								    (long long)json_integer_value(json_object_get(x, "index"))));
+		json_decref(st);
+		if (!json_array_size(pending))
+			break;
+		usleep(100000);
+	}
+	json_object_set_new(r, "not_applied_by", pending);
+	char *t = json_dumps(r, JSON_INDENT(1));
+	puts(t);
+	free(t);
+	int rc = json_array_size(pending) ? 1 : 0;
+	json_decref(r);
+	return rc;
 }
 
 /* Each line: a hostname, normalised by the requestCrawl policy (bt_host), registered with the
@@ -619,6 +676,8 @@ int main(int argc, char **argv)
 	} else if ((!strcmp(cmd, "take-down") || !strcmp(cmd, "reverse-takedown")) && a + 1 < argc) {
 		bt_params_ipc("store", ep, sizeof ep);
 		req = json_pack("{s:s,s:s}", "op", cmd[0] == 't' ? "takeDown" : "reverseTakedown", "did", argv[a + 1]);
+	} else if (!strcmp(cmd, "reload") && a + 1 < argc) {
+		return reload(argc, argv, a);
 	} else if (!strcmp(cmd, "quarantine")) {
 		return quarantine(argc, argv, a, json_out);
 	} else if (!strcmp(cmd, "import-hosts") && a + 1 < argc) {

@@ -9,7 +9,8 @@
 #	that did work since its start restarts after 100 ms: tests/bench/t7_recovery.sh);
 #	batonctl status prints a table (--json: JSON); restart of an unknown stage exits non-zero;
 #	batonctl scale fanout 4 / 1 / 2 (past the start-up count; scaled-down slots stay stopped;
-#	/_health 200 throughout), 33 refused;
+#	/_health 200 throughout), 33 refused; batonctl reload (applied by every stage at once and by
+#	one started later; a restart-only parameter and a bad value refused);
 #	kill -9 of the supervisor leaves the stages serving; a new baton adopts them (same pids),
 #	restarts an adopted stage that dies and stops them all on SIGINT; orphans nobody adopts stop
 #	after RELAY_ORPHAN_TIMEOUT;
@@ -134,6 +135,25 @@ check "batonctl scale fanout 33 is refused (32 slots)" $([ $? -ne 0 ]; echo $?)
 ctl scale fanout 2 >/dev/null
 wait_for 20 sh -c "[ \"\$(env $E '$B/batonctl' status --json | jq -c '[.stages[] | select(.role==\"fanout\" and .state==\"running\" and .pid > 0) | .index]')\" = '[0,1]' ]"
 check "batonctl scale fanout 2: two again" $? "($(running_fanouts))"
+# batonctl reload: a parameter of the running relay, applied by every stage (and by one
+# started later); one that needs a restart is refused, as is a bad value.
+ctl reload RELAY_MAX_CONNS_PER_IP=1 >"$T/reload.out" 2>&1
+check "batonctl reload RELAY_MAX_CONNS_PER_IP=1: every running stage applied it" $? "($(tr -d '\n' <"$T/reload.out" | head -c 300))"
+# three upgrades: with two fanouts at least two land on one, which refuses the second (429)
+ws() { curl -s -o /dev/null -w '%{http_code}\n' --max-time 2 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+	-H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' \
+	"http://$api/xrpc/com.atproto.sync.subscribeRepos"; }
+codes=$( (ws & ws & ws & wait) | sort | paste -sd,)
+check "... and the fanouts enforce it at once (a 429 among three connections)" $(echo "$codes" | grep -q 429; echo $?) "($codes)"
+ctl reload RELAY_RING_MB=8 >/dev/null 2>&1
+check "batonctl reload of a parameter that needs a restart is refused" $([ $? -ne 0 ]; echo $?)
+ctl reload RELAY_MAX_CONNS_PER_IP=notanumber >/dev/null 2>&1
+check "batonctl reload of a bad value is refused" $([ $? -ne 0 ]; echo $?)
+old=$(ctl status --json | jq -r '.stages[] | select(.role=="fanout" and .index==0) | .pid')
+ctl restart fanout 0 >/dev/null
+wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '.stages[] | select(.role==\"fanout\" and .index==0) | select(.pid != $old and .pid > 0 and .state==\"running\" and .reload_gen > 0)'"
+check "a stage started after the reload runs with it" $?
+ctl reload RELAY_MAX_CONNS_PER_IP=64 >/dev/null 2>&1
 pids=$(snapshot $(ctl status --json | jq -r '.stages[].pid'))
 kill -INT $sup
 wait $sup
@@ -168,8 +188,9 @@ want=$(for p in $pids; do echo "${p%%:*}"; done | sort -n | paste -sd,)
 adopted() { [ "$(env $E "$B/batonctl" status --json | jq -r '[.stages[] | select(.state=="running") | .pid] | sort | map(tostring) | join(",")')" = "$want" ]; }
 wait_for 20 adopted
 check "a new baton adopts them: the same six pids running" $? "(want $want; $(grep -m2 -i adopt "$T/d2.log" | tr '\n' ' '))"
-grep -q "adopted by the supervisor pid $sup" "$T/d.log"
-check "... each stage logs its adoption" $?
+logged() { [ "$(grep -c "adopted by the supervisor pid $sup" "$T/d.log")" -ge 6 ]; }
+wait_for 10 logged # each stage looks once a second
+check "... each stage logs its adoption" $? "($(grep -c "adopted by the supervisor pid $sup" "$T/d.log") of 6)"
 old=$(env $E "$B/batonctl" status --json | jq -r '.stages[] | select(.role=="verify" and .index==1) | .pid')
 kill -9 "$old"
 wait_for 20 sh -c "env $E '$B/batonctl' status --json | jq -e '.stages[] | select(.role==\"verify\" and .index==1) | select(.pid != $old and .pid > 0 and .state==\"running\")'"
