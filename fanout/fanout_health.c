@@ -18,6 +18,8 @@
  * DIAGNOSTICS
  *	Unhealthy: 503 {"status":"unhealthy","reason":"..."} naming the first problem found.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,17 @@ void fan_health_sample(void)
 			prog_moved_ms[slot] = now;
 		}
 	}
+}
+
+bool fan_slot_in_use(int i, bool *wanted)
+{
+	const struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
+	struct bt_stats_page *p = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(BT_ROLE_FANOUT, i)));
+	bool w = bt_cfg.spawn_stages && (uint32_t)i < atomic_load(&sp->n_fanout);
+	if (wanted)
+		*wanted = w;
+	int32_t pid = p ? atomic_load(&p->pid) : 0;
+	return w || (pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH)); /* a pid left by a kill -9 is not */
 }
 
 struct stage {
