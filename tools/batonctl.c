@@ -41,6 +41,9 @@
  *	                             consumer limits, coverage, heartbeat, commit and replay windows:
  *	                             others need a restart and are refused); waits until every running
  *	                             stage applied them; stages started later get them too
+ *	batonctl health fanout       exit 0 if every fanout of this container (its mount namespace; all
+ *	                             of them outside containers) runs with a fresh heartbeat: compose's
+ *	                             per-replica healthcheck
  *	batonctl quarantine [list]   the frames verify kept after they crashed it twice (RELAY_DATA_DIR/
  *	                             quarantine); quarantine show NAME: what the frame decodes to (type,
  *	                             seq, did, rev, ops, first bytes); quarantine drop NAME | --all
@@ -85,7 +88,7 @@ static int usage(void)
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
 			"  | pull-hosts URL\n"
 			"  | change-limits HOST ACCOUNT_LIMIT [PER_SECOND PER_HOUR PER_DAY] | take-down DID | reverse-takedown DID\n"
-			"  | quarantine [list | show NAME | drop NAME | drop --all] | reload KEY=VALUE...\n"
+			"  | quarantine [list | show NAME | drop NAME | drop --all] | reload KEY=VALUE... | health ROLE\n"
 			"  (reads RELAY_SHM_DIR and RELAY_NAME like baton; see baton --help)\n");
 	return 2;
 }
@@ -207,6 +210,69 @@ static int quarantine(int argc, char **argv, int a, bool json_out)
 	puts(txt);
 	free(txt);
 	json_decref(o);
+	return 0;
+}
+
+/* batonctl health fanout: the health of THIS replica, for a container's healthcheck.  Under
+   compose every fanout shares the supervisor's network (one port: /_health answers for whichever
+   fanout the kernel picks) and pid namespace, but each replica has its own mount namespace: the
+   fanouts whose /proc/PID/ns/mnt is ours are this replica's.  Healthy when there is at least one
+   and each is running with a heartbeat younger than half of RELAY_HEARTBEAT_TIMEOUT.  Outside
+   containers every fanout shares our namespace: all are checked. */
+static int health_self(const char *role)
+{
+	char ep[600], me[64] = "", theirs[64];
+	bt_params_ipc("sup", ep, sizeof ep);
+	json_t *st = bt_ctl_call(ep, json_pack("{s:s}", "op", "status"), 5000);
+	if (!st) {
+		printf("unhealthy: no answer from the supervisor (%s)\n", ep);
+		return 1;
+	}
+	ssize_t n = readlink("/proc/self/ns/mnt", me, sizeof me - 1);
+	me[n > 0 ? n : 0] = 0;
+	int mine = 0, bad = 0, unreadable = 0;
+	char why[512] = "";
+	size_t i;
+	json_t *x, *sel = json_array();
+	json_array_foreach(json_object_get(st, "stages"), i, x)
+	{
+		int pid = (int)json_integer_value(json_object_get(x, "pid"));
+		if (strcmp(json_string_value(json_object_get(x, "role")), role) || pid <= 0)
+			continue;
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/ns/mnt", pid);
+		ssize_t m = readlink(path, theirs, sizeof theirs - 1);
+		theirs[m > 0 ? m : 0] = 0;
+		unreadable += m <= 0;
+		if (me[0] && m > 0 && !strcmp(me, theirs))
+			json_array_append(sel, x);
+	}
+	if (!json_array_size(sel) && unreadable) /* namespaces we may not read: judge them all */
+		json_array_foreach(json_object_get(st, "stages"), i, x) if (!strcmp(json_string_value(json_object_get(x, "role")), role) &&
+									   json_integer_value(json_object_get(x, "pid")) > 0)
+			json_array_append(sel, x);
+	json_array_foreach(sel, i, x)
+	{
+		mine++;
+		long long age = json_integer_value(json_object_get(x, "heartbeat_age_ms"));
+		const char *state = json_string_value(json_object_get(x, "state"));
+		if (strcmp(state, "running") || age > bt_cfg.heartbeat_timeout * 500) {
+			bad++;
+			snprintf(why + strlen(why), sizeof why - strlen(why), " %s-%lld %s, heartbeat %lld ms;", role,
+				 (long long)json_integer_value(json_object_get(x, "index")), state, age);
+		}
+	}
+	json_decref(sel);
+	json_decref(st);
+	if (!mine) {
+		printf("unhealthy: no %s of this replica is running\n", role);
+		return 1;
+	}
+	if (bad) {
+		printf("unhealthy:%s\n", why);
+		return 1;
+	}
+	printf("ok: %d %s(s) of this replica running\n", mine, role);
 	return 0;
 }
 
@@ -676,6 +742,8 @@ int main(int argc, char **argv)
 	} else if ((!strcmp(cmd, "take-down") || !strcmp(cmd, "reverse-takedown")) && a + 1 < argc) {
 		bt_params_ipc("store", ep, sizeof ep);
 		req = json_pack("{s:s,s:s}", "op", cmd[0] == 't' ? "takeDown" : "reverseTakedown", "did", argv[a + 1]);
+	} else if (!strcmp(cmd, "health") && a + 1 < argc) {
+		return health_self(argv[a + 1]);
 	} else if (!strcmp(cmd, "reload") && a + 1 < argc) {
 		return reload(argc, argv, a);
 	} else if (!strcmp(cmd, "quarantine")) {

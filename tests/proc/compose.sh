@@ -155,8 +155,10 @@ for s in $(q '.services | keys[]'); do
 	case $p in on-failure | unless-stopped | always) ;; *) ok=1; echo "# $s restart: $p" ;; esac
 done
 check "every service has a restart policy" $ok
-check "fanout and supervisor have a healthcheck on /_health" \
-	"$(q '[.services.fanout, .services.supervisor] | map(.healthcheck.test | tostring | contains("/_health")) | if all then 0 else 1 end')"
+check "the supervisor's healthcheck is /_health" \
+	"$(q '.services.supervisor.healthcheck.test | tostring | if contains("/_health") then 0 else 1 end')"
+check "each fanout replica checks itself (batonctl health fanout)" \
+	"$(q '.services.fanout.healthcheck.test | tostring | if contains("batonctl") and contains("health") and contains("fanout") then 0 else 1 end')"
 
 declare -A BIN=([supervisor]=baton [store]=baton-store [ingest]=baton-ingest [fanout]=baton-fanout)
 ok=0
@@ -214,7 +216,10 @@ exec_svc() { # service: exec its command with exactly its environment
 	local -a e c
 	mapfile -t e < <(svc_env "$1")
 	mapfile -t c < <(q --arg s "$1" '.services[$s].command[]' | while IFS= read -r a; do map "$a"; done)
-	cd "$T/data" && exec env -i "${e[@]}" "${c[@]}"
+	# A fanout replica gets a mount namespace of its own, as each container has.
+	local -a ns=()
+	[ "$1" = fanout ] && unshare --mount true 2>/dev/null && ns=(unshare --mount)
+	cd "$T/data" && exec env -i "${e[@]}" "${ns[@]}" "${c[@]}"
 }
 # restart: on-failure, as Docker does it: restart after a non-zero exit, backoff from 100 ms
 # doubling (capped at 2 s here, 1 min in Docker); exit 0 (a stop) ends it.
@@ -258,8 +263,21 @@ health() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/_healt
 wait_for 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/_health)\" = 200 ]"
 check "/_health 200" $? "($(curl -s "http://127.0.0.1:$PORT/_health"))"
 mapfile -t hc < <(q '.services.fanout.healthcheck.test[1:][]' | while IFS= read -r a; do map "$a"; done)
-"${hc[@]}"
-check "the compose healthcheck command passes (${hc[*]})" $?
+hc_in() { # instance: the fanout healthcheck inside that replica (its mount namespace, its environment)
+	(mapfile -t e < <(svc_env fanout); exec env -i "${e[@]}" nsenter --mount="/proc/$(pid_of "$1")/ns/mnt" -- "${hc[@]}")
+}
+hc_in fanout-1 >"$T/hc1" 2>&1 && hc_in fanout-2 >"$T/hc2" 2>&1
+check "the fanout healthcheck passes in each replica (${hc[*]})" $? "($(cat "$T/hc1" "$T/hc2" | tr '\n' ' '))"
+# A replica whose fanout hangs fails its own check; the other replica's still passes.
+kill -STOP "$(pid_of fanout-1)"
+hung() { ! hc_in fanout-1; }
+wait_for 10 hung
+check "a hung fanout fails its replica's healthcheck" $? "($(hc_in fanout-1 2>&1))"
+hc_in fanout-2 >"$T/hc2" 2>&1
+check "... while the other replica's passes" $? "($(cat "$T/hc2"))"
+kill -CONT "$(pid_of fanout-1)"
+wait_for 10 hc_in fanout-1
+check "... and passes again once it runs" $?
 check "the supervisor publishes the metrics port 2471 on 127.0.0.1 only" \
 	"$(q '.services.supervisor.ports | map(tostring) | if any(. == "127.0.0.1:2471:2471") then 0 else 1 end')"
 wait_for 10 sh -c "curl -sf http://127.0.0.1:$MPORT/metrics | grep -q '^baton_up{role=\"fanout\"'"
