@@ -212,7 +212,9 @@ _Static_assert(sizeof(struct bt_rec_identity) == 592, "bt_rec_identity layout");
 	X(TAKEDOWNS, "accounts taken down now (store)") \
 	X(TAKEDOWN_GEN, "changes of the takedown list (store; a fanout reloads the list when it moves)") \
 	X(TAKEDOWN_HIDDEN, "events of taken-down accounts skipped instead of sent (fanout)") \
-	X(TAKEDOWN_ERASED, "events of taken-down accounts erased from RocksDB (store)")
+	X(TAKEDOWN_ERASED, "events of taken-down accounts erased from RocksDB (store)") \
+	X(HANDED_OUT, "consumer connections handed to another fanout, open, at a restart (fanout)") \
+	X(HANDED_IN, "consumer connections taken over from another fanout (fanout)")
 enum bt_stat {
 #define X(n, d) BT_STAT_##n,
 	BT_STATS(X)

@@ -23,6 +23,7 @@
  *	Failures are reported through on_close(code, reason); see bt_ws.h.
  */
 #include <errno.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -973,6 +974,22 @@ int bt_ws_send_ref(struct bt_ws *ws, const void *frame, size_t n, bt_ws_release_
 	if (bt_ws_outq(ws) > ws->drain_lowat)
 		ws->want_drain = true;
 	return 0;
+}
+
+int bt_ws_detach(struct bt_ws *ws)
+{
+	if (!ws || ws->client || ws->state != ST_OPEN || ws->closing_local || ws->failed || ws->close_pending ||
+	    !ws->bev || ws->depth)
+		return -EPIPE;
+	if (bt_ws_outq(ws) || evbuffer_get_length(bufferevent_get_input(ws->bev)))
+		return -EAGAIN;
+	int fd = dup(bufferevent_getfd(ws->bev));
+	if (fd < 0)
+		return -errno;
+	enter(ws);
+	finish(ws, 1012, "handed over"); /* our copy of the socket closes, nothing is sent */
+	leave(ws);
+	return fd;
 }
 
 size_t bt_ws_outq(const struct bt_ws *ws)

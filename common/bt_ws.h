@@ -119,6 +119,14 @@ uint64_t bt_ws_tx_bytes(const struct bt_ws *ws);
    holds unacknowledged: it stops growing when the peer stops reading and its window closes);
    *held = bytes queued here and in the kernel's send queue. */
 uint64_t bt_ws_acked(const struct bt_ws *ws, size_t *held);
+/* Server side, for a hand-over to another process: when nothing is queued (wslay and output
+   buffer empty: every byte sent is in the kernel) and nothing unread waits in the input buffer,
+   returns a duplicate of the socket (the caller passes it on and closes it) and ends this
+   connection without a close frame: on_close(1012, "handed over") is called before it returns
+   and ws is freed.  -EAGAIN: output still queued or input unread (try later); -EPIPE: not an
+   open server connection, or inside one of its callbacks.  A partial frame the peer sent and
+   wslay already read would be lost: consumers of a firehose send only control frames. */
+int bt_ws_detach(struct bt_ws *ws);
 /* Changes the on_drain threshold (bytes) of an open connection. */
 void bt_ws_set_drain_lowat(struct bt_ws *ws, size_t lowat);
 /* Graceful close (reason borrowed, cut at 123 bytes); on_close follows later, bounded by BT_WS_CLOSE_TIMEOUT_S.

@@ -57,6 +57,16 @@ void fan_bell_update(void);
    (i below its wanted count, which batonctl scale changes).  wanted: the latter only. */
 bool fan_slot_in_use(int i, bool *wanted);
 
+/* Closes the public and metrics listeners (new connections go to the other fanouts). */
+void fan_stop_listening(void);
+
+/* ---- fanout_hand.c ---- */
+/* The hand-over socket of this fanout's slot and the SIGHUP handler; 0 or <0. */
+int fan_hand_init(void);
+/* From the tick: after a SIGHUP, starts handing every consumer to another fanout. */
+void fan_hand_tick(void);
+void fan_hand_fini(void);
+
 /* ---- fanout_sub.c ---- */
 /* Handles GET subscribeRepos: validates the cursor, upgrades, starts the consumer.  Ends req. */
 void fan_sub_start(struct bt_http_req *req);
@@ -71,6 +81,13 @@ unsigned fan_sub_count(void);
 void fan_sub_watch(void);
 /* This process's consumers (at most max) as a JSON array for /admin/consumers/list (new reference). */
 json_t *fan_sub_table(size_t max);
+/* Hand-over (fanout_hand.c): _hand_all stops queueing to every consumer; _hand_step passes each
+   whose output has drained to send_one(fd, state) (0 = taken; the fd is closed here either
+   way) and returns how many still wait for their output; _adopt takes a handed socket (fd, taken)
+   with its state and serves it from state.after on.  0 or <0. */
+void fan_sub_hand_all(void);
+unsigned fan_sub_hand_step(int (*send_one)(int fd, json_t *state, void *arg), void *arg);
+int fan_sub_adopt(int fd, json_t *state);
 /* Frees the shared read buffer (after the last consumer is gone). */
 void fan_sub_fini(void);
 

@@ -160,6 +160,12 @@ void fan_bell_update(void)
 	bt_bell_watch_pause(bell, fan_sub_count() == 0);
 }
 
+void fan_stop_listening(void)
+{
+	bt_http_server_free(&fan.http);
+	bt_http_server_free(&metrics_http);
+}
+
 static void begin_stop(void)
 {
 	fan.stopping = true;
@@ -187,6 +193,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			event_base_loopbreak(fan.base);
 		return;
 	}
+	fan_hand_tick(); /* SIGHUP: hand our consumers to another fanout (fanout_hand.c) */
 	fan_health_sample();
 	note_progress();
 	fan_sub_watch();
@@ -233,6 +240,9 @@ int main(int argc, char **argv)
 		if (!metrics_http)
 			bt_die_config("cannot start the metrics listener");
 	}
+	int hrc = fan_hand_init();
+	if (hrc < 0)
+		BT_WARN("no hand-over socket (%d): a restart of this fanout closes its consumers", hrc);
 	if (fan_xrpc_init() < 0)
 		bt_die_config("cannot start the requestCrawl workers");
 	fan_db_ensure();
@@ -255,6 +265,7 @@ int main(int argc, char **argv)
 	fan_xrpc_fini();
 	fan_sub_fini();
 	fan_td_fini();
+	fan_hand_fini();
 	bt_db_close(&fan.db);
 	if (fan_sub_count() == 0)
 		event_base_free(fan.base); /* otherwise connections still reference it; the exit reclaims all */

@@ -82,6 +82,8 @@ static const unsigned stat_roles[BT_STAT__COUNT] = {
 	[BT_STAT_TAKEDOWN_GEN] = RS,
 	[BT_STAT_TAKEDOWN_HIDDEN] = RF,
 	[BT_STAT_TAKEDOWN_ERASED] = RS,
+	[BT_STAT_HANDED_OUT] = RF,
+	[BT_STAT_HANDED_IN] = RF,
 };
 
 static const char *stat_doc[] = {

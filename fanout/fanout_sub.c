@@ -38,7 +38,9 @@
 #include <string.h>
 
 #include <time.h>
+#include <unistd.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -52,6 +54,7 @@
 #include "bt_proc.h"
 #include "bt_shm.h"
 #include "bt_ws.h"
+#include "bt_ws_int.h"
 #include "fanout.h"
 
 #define SUB_MAGIC 0x46414e53u       /* "FANS" */
@@ -88,6 +91,7 @@ struct fan_sub {
 	uint64_t acked_seen; /* bt_ws_acked at the last watch */
 	uint64_t moved_ms;  /* monotonic: last watch that saw the output drain (or empty) */
 	size_t lowat;       /* drain threshold set on the connection */
+	bool handing;       /* being handed to another fanout: nothing more is queued (fanout_hand.c) */
 };
 
 static struct fan_sub *subs;
@@ -417,7 +421,7 @@ static void pump_run(struct fan_sub *s, struct run *run)
 	size_t sh = share();
 	fan_td_refresh();
 	fit_lowat(s, sh);
-	while (!s->closing) {
+	while (!s->closing && !s->handing) {
 		/* The run taken so far is queued too, at its flush: count it (a run of adjacent live
 		   frames can be a whole chunk of the ring, far over a consumer's share). */
 		if (bt_ws_outq(s->ws) + run->f.n >= sh) {
@@ -693,6 +697,106 @@ void fan_sub_start(struct bt_http_req *req)
 	BT_DEBUG("consumer %s from %s%llu", bt_ws_peer(s->ws), has_cursor ? "cursor " : "live after ",
 		 (unsigned long long)s->after);
 	pump(s);
+}
+
+/* ---- hand-over (fanout_hand.c moves the sockets) ---- */
+
+void fan_sub_hand_all(void)
+{
+	for (struct fan_sub *s = subs; s; s = s->next)
+		s->handing = true;
+}
+
+unsigned fan_sub_hand_step(int (*send_one)(int fd, json_t *state, void *arg), void *arg)
+{
+	unsigned left = 0;
+	for (struct fan_sub *s = subs, *nx; s; s = nx) {
+		nx = s->next;
+		if (s->closing || s->close_pending)
+			continue; /* closing anyway (a kick): not handed */
+		if (bt_ws_outq(s->ws)) {
+			left++; /* its queued frames go out first, from here */
+			continue;
+		}
+		json_t *st = json_pack("{s:I,s:s,s:s,s:I,s:b,s:I,s:s}", "after", (json_int_t)s->after, "ip", s->ip, "ua",
+				       s->ua, "cursor", (json_int_t)s->cursor, "has_cursor", s->has_cursor, "since_ms",
+				       (json_int_t)s->since_ms, "peer", bt_ws_peer(s->ws));
+		uint64_t after = s->after;
+		int fd = bt_ws_detach(s->ws); /* on success on_close ran: s is gone */
+		if (fd == -EAGAIN) {
+			json_decref(st);
+			left++;
+			continue;
+		}
+		if (fd < 0) {
+			json_decref(st);
+			continue;
+		}
+		if (send_one(fd, st, arg) == 0) {
+			bt_stat_add(bt_proc.stats, BT_STAT_HANDED_OUT, 1);
+		} else {
+			/* The socket is open but nobody took it: the consumer sees the TCP connection end
+			   and resumes from its cursor (no close frame could be sent: detached). */
+			BT_LOG_EVERY(BT_LOG_WARN, "hand-over of a consumer at seq %llu failed: connection dropped",
+				     (unsigned long long)after);
+		}
+		close(fd);
+		json_decref(st);
+	}
+	return left;
+}
+
+int fan_sub_adopt(int fd, json_t *st)
+{
+	if (!retry_ev)
+		retry_ev = evtimer_new(fan.base, on_retry, NULL);
+	if (!linger_ev)
+		linger_ev = evtimer_new(fan.base, on_linger, NULL);
+	struct fan_sub *s = calloc(1, sizeof *s);
+	struct bufferevent *bev = s ? bufferevent_socket_new(fan.base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+	if (!s || !bev || !retry_ev || !linger_ev) {
+		free(s);
+		if (bev)
+			bufferevent_free(bev);
+		else
+			close(fd);
+		return -ENOMEM;
+	}
+	s->magic = SUB_MAGIC;
+	snprintf(s->ip, sizeof s->ip, "%s", json_string_value(json_object_get(st, "ip")) ?: "");
+	snprintf(s->ua, sizeof s->ua, "%s", json_string_value(json_object_get(st, "ua")) ?: "");
+	s->cursor = (uint64_t)json_integer_value(json_object_get(st, "cursor"));
+	s->has_cursor = json_is_true(json_object_get(st, "has_cursor"));
+	s->since_ms = (uint64_t)json_integer_value(json_object_get(st, "since_ms"));
+	s->after = (uint64_t)json_integer_value(json_object_get(st, "after"));
+	s->moved_ms = bt_now_ms();
+	s->lowat = SUB_LOWAT;
+	static const struct bt_ws_cbs cbs = { .on_msg = on_msg, .on_close = on_close, .on_drain = on_drain };
+	struct bt_ws_opts o = { .max_msg = 65536, .ping_interval_s = 30, .idle_timeout_s = 120,
+				.drain_lowat = SUB_LOWAT, .server_hdr = fan.server_hdr };
+	s->ws = bt_ws_server_new(fan.base, bev, json_string_value(json_object_get(st, "peer")), &cbs, s, &o);
+	if (!s->ws) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->next = subs;
+	if (subs)
+		subs->prev = s;
+	subs = s;
+	n_subs++;
+	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	bt_stat_add(bt_proc.stats, BT_STAT_HANDED_IN, 1);
+	fan_bell_update();
+	if (s->after > max_sent) /* its events up to after were sent by the other fanout */
+		max_sent = s->after;
+	uint64_t pos;
+	int rc = bt_bcast_seek(fan.ring, s->after, &pos);
+	if (rc == 0 || rc == -EAGAIN) {
+		s->pos = pos;
+		s->in_ring = true;
+	}
+	pump(s);
+	return 0;
 }
 
 void fan_sub_on_bell(void)

@@ -416,7 +416,9 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 			struct sup_stage *s = &stages[i];
 			if (role && !strcmp(role, bt_role_name(s->role)) &&
 			    (!json_object_get(msg, "index") || idx == s->index) && s->pid) {
-				kill(s->pid, SIGTERM);
+				/* A fanout gets SIGHUP: it hands its open consumers to another fanout first
+				   (fanout/fanout_hand.c), then exits and is started again. */
+				kill(s->pid, s->role == BT_ROLE_FANOUT ? SIGHUP : SIGTERM);
 				n++;
 			}
 		}
