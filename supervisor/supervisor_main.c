@@ -236,7 +236,7 @@ static json_t *scale_fanouts(int m)
 		} else if (!want && s->wanted) {
 			s->wanted = false;
 			if (s->pid) {
-				kill(s->pid, SIGTERM);
+				kill(s->pid, SIGHUP); /* hands its consumers to the ones that stay, then exits */
 				stopped++;
 			}
 			s->state = s->pid ? SUP_RUNNING : SUP_STOPPED;
@@ -390,6 +390,30 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error", "scale fanout N, N from 1 to 32"));
 		else
 			bt_ctl_reply(req, scale_fanouts((int)json_integer_value(nj)));
+		return;
+	}
+	if (op && !strcmp(op, "drain")) {
+		/* batonctl drain fanout I: out of service without dropping a consumer: it hands them
+		   all to the other fanouts and is not started again (batonctl scale brings it back). */
+		json_int_t idx = json_integer_value(json_object_get(msg, "index"));
+		struct sup_stage *t = NULL;
+		for (int i = 0; i < n_stages; i++)
+			if (stages[i].role == BT_ROLE_FANOUT && stages[i].index == idx && stages[i].pid)
+				t = &stages[i];
+		int others = 0;
+		for (int i = 0; i < n_stages; i++)
+			others += stages[i].role == BT_ROLE_FANOUT && stages[i].pid && &stages[i] != t;
+		if (!bt_cfg.spawn_stages || !t || !others) {
+			bt_ctl_reply(req, json_pack("{s:b,s:s}", "ok", 0, "error",
+						    !bt_cfg.spawn_stages ? "stages are not ours (RELAY_SPAWN_STAGES=false)"
+						    : !t		 ? "no such running fanout"
+									 : "it is the only fanout running"));
+			return;
+		}
+		t->wanted = false;
+		kill(t->pid, SIGHUP);
+		BT_INFO("draining fanout[%d] pid=%d", t->index, (int)t->pid);
+		bt_ctl_reply(req, json_pack("{s:b,s:i}", "ok", 1, "draining", (int)t->index));
 		return;
 	}
 	if (op && !strcmp(op, "reload")) {

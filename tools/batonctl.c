@@ -6,7 +6,10 @@
  *	                             in/out per second (two samples 1 s apart), drops; each fanout's
  *	                             consumers and lag; the rings' fill.  --json: the supervisor's
  *	                             answer (every counter) at once, for scripts
- *	batonctl scale fanout N      run N fanouts (slots 0..N-1, at most 32), at any time
+ *	batonctl scale fanout N      run N fanouts (slots 0..N-1, at most 32), at any time (those
+ *	                             stopped hand their consumers to the others first)
+ *	batonctl drain fanout I      take fanout I out of service: it hands its consumers to the others
+ *	                             and stays stopped (scale brings it back)
  *	batonctl --json CMD ...      any command's answer as JSON (the default for all but status)
  *	batonctl restart ROLE [IDX]  SIGTERM a stage; the supervisor starts it again
  *	batonctl hosts               upstream hosts and committed cursors (from the store)
@@ -83,7 +86,7 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: batonctl [--json] status | restart ROLE [INDEX] | scale fanout N | hosts | upstreams | block HOST | unblock HOST\n"
+	fprintf(stderr, "usage: batonctl [--json] status | restart ROLE [INDEX] | scale fanout N | drain fanout I | hosts | upstreams | block HOST | unblock HOST\n"
 			"  | kill-upstream HOST [--block] | ban-domain D | unban-domain D | domain-bans | crawl\n"
 			"  | enable-crawls | disable-crawls | per-day-limit N | request-crawl HOST [CURSOR] | import-hosts FILE\n"
 			"  | pull-hosts URL\n"
@@ -681,6 +684,9 @@ int main(int argc, char **argv)
 			return usage();
 		bt_params_ipc("sup", ep, sizeof ep);
 		req = json_pack("{s:s,s:s,s:i}", "op", "scale", "role", "fanout", "n", (int)n);
+	} else if (!strcmp(cmd, "drain") && a + 2 < argc && !strcmp(argv[a + 1], "fanout")) {
+		bt_params_ipc("sup", ep, sizeof ep);
+		req = json_pack("{s:s,s:i}", "op", "drain", "index", atoi(argv[a + 2]));
 	} else if (!strcmp(cmd, "restart") && a + 1 < argc) {
 		bt_params_ipc("sup", ep, sizeof ep);
 		req = json_pack("{s:s,s:s}", "op", "restart", "role", argv[a + 1]);

@@ -4,7 +4,8 @@
 //   Two fanouts, 20 consumers (no reconnect: a disconnect would show) while two PDS simulators
 //   write commits at a steady rate. `batonctl restart fanout 0`, then once it is back `restart
 //   fanout 1`: each hands its consumers' sockets, open, to the other fanout (SCM_RIGHTS) and
-//   restarts. Expected: no consumer is ever disconnected or sees an error frame, every consumer
+//   restarts. Then `drain fanout 1`: it hands its consumers to fanout 0 and stays stopped (draining
+//   the last one is refused), and `scale fanout 2` brings it back. Expected: no consumer is ever disconnected or sees an error frame, every consumer
 //   holds every valid event exactly once in per-DID order, each fanout got a new pid, and the
 //   fanouts counted the hand-overs (handed_out = handed_in > 0).
 // DIAGNOSTICS
@@ -48,6 +49,23 @@ export async function run(checks, ctx) {
     }
     checks.ok(`fanout ${i} restarted (a new pid)`, back)
   }
+  // drain: fanout 1 hands its consumers to fanout 0 and stays stopped; scale brings it back.
+  await sleep(1000)
+  const d = await ctl('drain', 'fanout', '1')
+  checks.ok('batonctl drain fanout 1', d.code === 0, d.out)
+  let drained = false
+  for (let t = 0; t < 100 && !drained; t++) {
+    const s = await baton.stage('fanout', 1)
+    drained = !s || !s.pid || s.state !== 'running'
+    if (!drained) await sleep(100)
+  }
+  await sleep(1000)
+  const s1 = await baton.stage('fanout', 1)
+  checks.ok('... it stops and stays stopped', drained && (!s1 || s1.state !== 'running'), JSON.stringify(s1))
+  const one = await ctl('drain', 'fanout', '0')
+  checks.ok('draining the last running fanout is refused', one.code !== 0, one.out)
+  const sc = await ctl('scale', 'fanout', '2')
+  checks.ok('batonctl scale fanout 2 brings it back', sc.code === 0, sc.out)
   await sleep(1500)
   stop = true
   await load
