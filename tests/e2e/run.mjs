@@ -68,7 +68,7 @@ const SCENARIO_TIMEOUT_MS = {
   hostile_down: 150000,
   metrics: 75000,
   coverage: 120000,
-  consumers: 180000,
+  consumers: 300000, // 1,500 commits signed by the sim: ~150 s on a loaded 2-core machine
   consumerlimits: 120000,
   logescape: 60000,
   takedown: 90000,
