@@ -33,6 +33,9 @@ bool bt_host_trusted_in(const char *host, const char *list)
 
 bool bt_host_trusted(const char *host)
 {
+	/* the relay we serve carries the whole network: no per-host limit of a PDS applies */
+	if (bt_cfg.upstream_relay[0] && !strcmp(host, bt_cfg.upstream_relay))
+		return true;
 	return bt_host_trusted_in(host, bt_cfg.trusted_domains);
 }
 

@@ -36,6 +36,8 @@
 	X(BOOL, allow_insecure_hosts, "RELAY_ALLOW_INSECURE_HOSTS", "false", 0, 0,                      \
 	  "accept requestCrawl of localhost:PORT and subscribe over plain ws (testing)")               \
 	X(STR, hosts, "RELAY_HOSTS", "", 0, 0, "comma-separated hosts to subscribe to at start")       \
+	X(STR, upstream_relay, "RELAY_UPSTREAM_RELAY", "", 0, 0,                                        \
+	  "serve another relay's firehose (host[:port]) instead of crawling PDSes: its events are taken as it sequenced them, without signature or MST checks, resequenced, stored and served here (fanout past one machine); requestCrawl is refused") \
 	X(STR, banned_domains, "RELAY_BANNED_DOMAINS", "", 0, 0,                                        \
 	  "comma-separated domains refused by requestCrawl, with all their subdomains (besides /admin/subs/banDomain's)") \
 	X(INT, verify_procs, "RELAY_VERIFY_PROCS", "0", 0, 64, "verify processes K (0 = number of cores)") \

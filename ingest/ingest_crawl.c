@@ -166,6 +166,10 @@ void ing_crawl_request(struct bt_ctl_req *req, const char *hostname, const struc
 		finish(c, 400, "InvalidRequest", why);
 		return;
 	}
+	if (bt_cfg.upstream_relay[0] && strcmp(c->host, bt_cfg.upstream_relay)) {
+		finish(c, 400, "InvalidRequest", "this relay serves another relay's firehose (RELAY_UPSTREAM_RELAY): ask that one");
+		return;
+	}
 	/* 3-6: bans, the crawl switch, the per-day limit (nothing fetched yet) */
 	struct ing_host *h = ing_host_find(c->host);
 	int st;

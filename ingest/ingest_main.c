@@ -313,7 +313,7 @@ static void on_open(struct bt_ws *ws, void *arg)
 {
 	struct ing_host *h = arg;
 	const char *server = bt_ws_resp_header(ws, "Server");
-	if (server && strstr(server, "atproto-relay")) {
+	if (server && strstr(server, "atproto-relay") && strcmp(h->name, bt_cfg.upstream_relay)) {
 		BT_WARN("%s: upstream is a relay (Server: %s): refusing it", h->name, server);
 		bt_ws_close(ws, 1008, "relay loop");
 		return;
@@ -587,6 +587,11 @@ int main(int argc, char **argv)
 	static const struct ing_crawl_opts configured = { .admin = true };
 	for (char *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
 		ing_crawl_request(NULL, t, &configured);
+	if (bt_cfg.upstream_relay[0]) {
+		/* Fanout past one machine: the one upstream is a relay (no describeServer probe). */
+		static const struct ing_crawl_opts up = { .admin = true, .no_probe = true };
+		ing_crawl_request(NULL, bt_cfg.upstream_relay, &up);
+	}
 	char ep[600];
 	bt_params_ipc("ingest", ep, sizeof ep);
 	struct bt_ctl_srv *ctl = bt_ctl_srv_new(base, ep, on_ctl, NULL);

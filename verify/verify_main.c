@@ -502,6 +502,35 @@ static enum run check_repo_event(uint64_t j, struct vfy_did *d)
 }
 
 /* Decide job j (msg holds its decoded frame). */
+/* RELAY_UPSTREAM_RELAY: the frames of the relay we serve are its verdicts already; pass each
+   event on as it is (the commit's rev and data CID still go to the account state, for the sync
+   endpoints), checking nothing but that it decodes. */
+static enum run pass_through(uint64_t j, struct vfy_did *d)
+{
+	enum bt_ev ev;
+	switch (msg.type) {
+	case BT_FH_COMMIT: ev = BT_EV_COMMIT; break;
+	case BT_FH_SYNC: ev = BT_EV_SYNC; break;
+	case BT_FH_IDENTITY: ev = BT_EV_IDENTITY; break;
+	case BT_FH_ACCOUNT: ev = BT_EV_ACCOUNT; break;
+	default:
+		drop(j, &msg.did, BT_DROP_UNKNOWN_TYPE, "type not forwarded");
+		return RUN_DONE;
+	}
+	struct bt_commit c, *cp = NULL;
+	if ((ev == BT_EV_COMMIT || ev == BT_EV_SYNC) && bt_car_parse(&car, msg.blocks.p, msg.blocks.n, NULL) == 0) {
+		const struct bt_car_block *blk = bt_car_get(&car, ev == BT_EV_COMMIT ? &msg.commit : &car.root);
+		if (blk && bt_commit_decode(blk->data, blk->len, &c, NULL) == 0)
+			cp = &c;
+	}
+	if (accept_frame(j, d, ev, 0, cp) && ev == BT_EV_ACCOUNT) {
+		d->active = msg.active;
+		snprintf(d->status, sizeof d->status, "%.*s", msg.has_status ? (int)msg.status.n : 0,
+			 msg.has_status ? (const char *)msg.status.p : "");
+	}
+	return RUN_DONE;
+}
+
 static enum run run_job(uint64_t j, struct vfy_did *d)
 {
 	const struct bt_rec_frame *fr = vfy_job(j)->fr;
@@ -518,6 +547,8 @@ static enum run run_job(uint64_t j, struct vfy_did *d)
 			vfy_resolve(d);
 		return RUN_DONE;
 	}
+	if (bt_cfg.upstream_relay[0])
+		return pass_through(j, d);
 	switch (msg.type) {
 	case BT_FH_COMMIT:
 	case BT_FH_SYNC:

@@ -75,8 +75,9 @@ const SCENARIO_TIMEOUT_MS = {
   collections: 90000,
   adopt: 90000,
   handover: 120000,
+  chain: 90000,
 }
-const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down', 'metrics', 'coverage', 'acctlimit', 'ratelimit', 'consumers', 'consumerlimits', 'logescape', 'takedown', 'collections', 'adopt', 'handover']
+const DEFAULT_SCENARIOS = ['basic', 'kill', 'inversion', 'health', 'resolver', 'oldcursor', 'revive', 'restart', 'retention', 'garbage', 'reactivate', 'didweb', 'block', 'quarantine', 'sync', 'evict', 'identwait', 'rotation', 'indigo', 'reseq', 'chaos', 'admin', 'hostile_up', 'hostile_down', 'metrics', 'coverage', 'acctlimit', 'ratelimit', 'consumers', 'consumerlimits', 'logescape', 'takedown', 'collections', 'adopt', 'handover', 'chain']
 const GLOBAL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_S || 2300) * 1000
 
 let passed = 0
