@@ -281,7 +281,7 @@ struct bt_sup_page {
 	uint32_t n_verify;
 	_Atomic uint32_t n_fanout; /* fanouts the supervisor keeps running (batonctl scale changes it);
 				      any of the BT_MAX_FANOUT slots may run one (docker-compose --scale) */
-	uint32_t pad;
+	_Atomic uint32_t fanout_wanted; /* bit i: the supervisor keeps a fanout running in slot i */
 	_Atomic uint64_t started_ms;
 	/* batonctl reload: "ENV=value\n" lines, every parameter reloaded so far; reload_gen is odd
 	   while the supervisor rewrites them (a seqlock), even when they are whole. */

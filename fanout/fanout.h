@@ -54,7 +54,7 @@ int fan_db_catch_up(uint64_t min_ms);
 void fan_bell_update(void);
 
 /* Fanout slot i is in use: a process holds it, or the supervisor keeps one running there
-   (i below its wanted count, which batonctl scale changes).  wanted: the latter only. */
+   (its fanout_wanted bit: batonctl scale and drain change it).  wanted: the latter only. */
 bool fan_slot_in_use(int i, bool *wanted);
 
 /* Closes the public and metrics listeners (new connections go to the other fanouts). */

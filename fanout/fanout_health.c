@@ -66,7 +66,7 @@ bool fan_slot_in_use(int i, bool *wanted)
 {
 	const struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
 	struct bt_stats_page *p = bt_shm_page(bt_proc.shm, bt_pipe_page_of_slot(bt_pipe_slot(BT_ROLE_FANOUT, i)));
-	bool w = bt_cfg.spawn_stages && (uint32_t)i < atomic_load(&sp->n_fanout);
+	bool w = bt_cfg.spawn_stages && i < 32 && (atomic_load(&sp->fanout_wanted) >> i & 1u);
 	if (wanted)
 		*wanted = w;
 	int32_t pid = p ? atomic_load(&p->pid) : 0;

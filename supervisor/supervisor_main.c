@@ -214,6 +214,16 @@ static void watch_external(void)
 	}
 }
 
+/* The fanout slots we keep running, for the fanouts' health checks (bt_sup_page). */
+static void publish_wanted(void)
+{
+	uint32_t m = 0;
+	for (int i = 0; i < n_stages; i++)
+		if (stages[i].role == BT_ROLE_FANOUT && stages[i].wanted && stages[i].index < 32)
+			m |= 1u << stages[i].index;
+	atomic_store(&((struct bt_sup_page *)bt_shm_page(shm, 0))->fanout_wanted, m);
+}
+
 /* batonctl scale fanout M: starts the fanouts of slots 0..M-1 that do not run and stops (SIGTERM,
    no restart) those of slots M and up; the segment's count follows (fanout health checks it). */
 static json_t *scale_fanouts(int m)
@@ -243,6 +253,7 @@ static json_t *scale_fanouts(int m)
 		}
 	}
 	atomic_store(&sp->n_fanout, (uint32_t)m);
+	publish_wanted();
 	sup_set_counts(sup_counts_get().K, m);
 	BT_INFO("scaled fanouts to %d (%d started, %d stopped)", m, started, stopped);
 	return json_pack("{s:b,s:i,s:i,s:i}", "ok", 1, "fanouts", m, "started", started, "stopped", stopped);
@@ -411,6 +422,7 @@ static void on_ctl(void *arg, struct bt_ctl_req *req, json_t *msg)
 			return;
 		}
 		t->wanted = false;
+		publish_wanted();
 		kill(t->pid, SIGHUP);
 		BT_INFO("draining fanout[%d] pid=%d", t->index, (int)t->pid);
 		bt_ctl_reply(req, json_pack("{s:b,s:i}", "ok", 1, "draining", (int)t->index));
@@ -572,6 +584,7 @@ int main(int argc, char **argv)
 		stages[i].wanted = stages[i].role != BT_ROLE_FANOUT || stages[i].index < N;
 	sup_set_counts(K, N);
 	if (bt_cfg.spawn_stages) {
+		publish_wanted(); /* updated below for adopted fanouts */
 		for (int i = 0; i < n_stages; i++) {
 			struct sup_stage *s = &stages[i];
 			int32_t pid = atomic_load(&s->stats->pid);
@@ -588,6 +601,7 @@ int main(int argc, char **argv)
 				s->seen = true;
 			}
 		}
+		publish_wanted();
 	} else {
 		BT_INFO("RELAY_SPAWN_STAGES=false: stages are started by others (docker-compose); watching them");
 	}

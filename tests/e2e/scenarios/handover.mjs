@@ -62,6 +62,8 @@ export async function run(checks, ctx) {
   await sleep(1000)
   const s1 = await baton.stage('fanout', 1)
   checks.ok('... it stops and stays stopped', drained && (!s1 || s1.state !== 'running'), JSON.stringify(s1))
+  const hd = await baton.health()
+  checks.ok('... and /_health stays 200 (a drained slot is not a failure)', hd.status === 200, JSON.stringify(hd.body))
   const one = await ctl('drain', 'fanout', '0')
   checks.ok('draining the last running fanout is refused', one.code !== 0, one.out)
   const sc = await ctl('scale', 'fanout', '2')
