@@ -49,10 +49,12 @@ skip() {
 	exit 0
 }
 took() { echo "# time: $1 $(($(date +%s) - $2)) s (total $(($(date +%s) - T0)) s)"; }
-wait_for() { # seconds command...
-	local t=$1; shift
-	for _ in $(seq $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-	return 1
+wait_for() { # seconds command...  (by the clock: a podman command can take a second)
+	local end=$(($(date +%s) + $1)); shift
+	until "$@" >/dev/null 2>&1; do
+		[ "$(date +%s)" -lt "$end" ] || return 1
+		sleep 0.2
+	done
 }
 
 for c in podman docker-compose debootstrap python3 curl jq; do
@@ -79,7 +81,7 @@ cleanup() {
 	if [ "${BATON_PODMAN_KEEP:-0}" != 1 ]; then
 		podman ps -aq --filter "label=com.docker.compose.project=$PROJ" | xargs -r podman rm -f -t 0 >/dev/null 2>&1
 		podman volume ls -q --filter "label=com.docker.compose.project=$PROJ" | xargs -r podman volume rm -f >/dev/null 2>&1
-		podman rm -f -t 0 "$PROJ-shm" >/dev/null 2>&1
+		podman rm -f -v -t 0 "$PROJ-shm" "$PROJ-one" >/dev/null 2>&1
 	fi
 	for p in $SVC ${OTHER[@]+"${OTHER[@]}"}; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
@@ -89,6 +91,19 @@ OTHER=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# four free ports in a row: the relay's, its metrics', fakepds' two hosts
+read -r PORT MPORT PDS_PORT PDS2 < <(python3 -c '
+import socket
+for base in range(20000 + __import__("os").getpid() % 20000, 60000, 7):
+    try:
+        ss = [socket.socket() for _ in range(4)]
+        for i, s in enumerate(ss):
+            s.bind(("127.0.0.1", base + i))
+        print(*range(base, base + 4)); break
+    except OSError:
+        pass
+    finally:
+        for s in ss: s.close()')
 # --- 1. the base image and the image -----------------------------------------------------------
 t=$(date +%s)
 if podman image exists "$BASE"; then
@@ -124,20 +139,22 @@ rc=$?
 check "plain podman run, default 64 MiB /dev/shm: exit 2 with a clear message" \
 	$([ "$rc" -eq 2 ] && grep -q 'shm-size' <<<"$out"; echo $?) "(exit $rc: $(tail -n 2 <<<"$out" | paste -sd' '))"
 
+# One container, the supervisor spawning every stage (RELAY_SPAWN_STAGES default), /dev/shm
+# raised for the segment (2*2*32 + 64 MiB), its data in the image's volume /data.
+podman run -d --name "$PROJ-one" --network host --shm-size 256m -e RELAY_API_BIND="127.0.0.1:$PORT" \
+	-e RELAY_METRICS_LISTEN= -e RELAY_RING_MB=32 -e RELAY_BCAST_RING_MB=64 "$IMAGE" >"$T/one.log" 2>&1
+health() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/_health")" = 200 ]; }
+wait_for 30 health
+check "plain podman run --shm-size 256m: one container, every stage, /_health 200" $? \
+	"($(curl -s "http://127.0.0.1:$PORT/_health"); $(podman logs --tail 3 "$PROJ-one" 2>&1 | paste -sd' '))"
+d=$(podman exec "$PROJ-one" sh -c 'ls -d /data/db /data/secondary' 2>&1 | paste -sd' ')
+check "its data is in /data (the volume): $d" $([ "$d" = "/data/db /data/secondary" ]; echo $?)
+podman stop -t 20 "$PROJ-one" >/dev/null 2>&1
+s1=$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$PROJ-one" 2>&1)
+check "podman stop: the supervisor stops every stage and exits 0" $([ "$s1" = "exited 0" ]; echo $?) "($s1)"
+podman rm -f -v "$PROJ-one" >/dev/null 2>&1
+
 # --- 2. the stack ------------------------------------------------------------------------------
-# four free ports in a row: the relay's, its metrics', fakepds' two hosts
-read -r PORT MPORT PDS_PORT PDS2 < <(python3 -c '
-import socket
-for base in range(20000 + __import__("os").getpid() % 20000, 60000, 7):
-    try:
-        ss = [socket.socket() for _ in range(4)]
-        for i, s in enumerate(ss):
-            s.bind(("127.0.0.1", base + i))
-        print(*range(base, base + 4)); break
-    except OSError:
-        pass
-    finally:
-        for s in ss: s.close()')
 # A container that sets one ulimit gets podman's 1048576 for the others, which runc cannot set
 # here: the derived file caps nofile and adds nproc at what a container gets without any.
 read -r NOFILE NPROC < <(podman run --rm "$BASE" sh -c 'ulimit -Hn; ulimit -Hp 2>/dev/null || echo' | paste -sd' ')
@@ -217,7 +234,6 @@ all_running() { ctl status | jq -e --argjson n "$STAGES" '[.stages[] | select(.s
 wait_for 40 all_running
 check "batonctl status in the supervisor container: all $STAGES stages running" $? \
 	"($(ctl status 2>&1 | jq -c '[.stages[] | [.role, .index, .state]]' 2>&1))"
-health() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/_health")" = 200 ]; }
 wait_for 20 health
 check "/_health 200" $? "($(curl -s "http://127.0.0.1:$PORT/_health"))"
 healthy() { [ "$(podman healthcheck run "$SUP" 2>&1)" = healthy ] || podman healthcheck run "$SUP" >/dev/null 2>&1; }
