@@ -74,6 +74,15 @@ events_logger = "file"
 EOF
 export CONTAINERS_CONF=$T/containers.conf
 podman info >"$T/podman-info" 2>&1 || skip "podman cannot start here ($(tail -n 1 "$T/podman-info"))"
+# Can it run a container at all (namespaces, runc)?  Asked before minutes of debootstrap, with a
+# root of the host's `true` and the libraries it links.
+mkdir -p "$T/probe"
+for f in "$(type -P true)" $(ldd "$(type -P true)" | grep -o '/[^ ]*'); do
+	mkdir -p "$T/probe$(dirname "$f")" && cp -L "$f" "$T/probe$f"
+done
+podman run --rm --network none --rootfs "$T/probe" "$(type -P true)" >"$T/probe.log" 2>&1 ||
+	skip "podman cannot run a container here ($(tail -n 1 "$T/probe.log"))"
+rm -rf "$T/probe"
 echo "# podman $(podman version --format '{{.Client.Version}}'), $(docker-compose version --short 2>/dev/null | head -1 | sed 's/^/docker-compose /')"
 
 SVC=
