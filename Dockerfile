@@ -25,7 +25,8 @@ RUN apt-get update \
  && useradd --system --uid 2470 --home-dir /data --shell /usr/sbin/nologin baton \
  && mkdir -p /data && chown baton:baton /data
 COPY --from=build /src/build/baton /src/build/baton-ingest /src/build/baton-verify /src/build/baton-store /src/build/baton-fanout /src/build/batonctl /opt/baton/bin/
-ENV PATH=/opt/baton/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ENV PATH=/opt/baton/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    RELAY_DATA_DIR=/data
 USER baton
 WORKDIR /data
 VOLUME /data

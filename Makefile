@@ -15,8 +15,9 @@ LIBS    := -levent -levent_openssl -levent_pthreads -lzmq -lrocksdb -lssl -lcryp
 RUN_PKGS := build-essential pkg-config libevent-dev libzmq3-dev librocksdb-dev libssl-dev libcbor-dev \
             libsecp256k1-dev libwslay-dev libhttp-parser-dev libcurl4-openssl-dev libjansson-dev
 # ... and what the tests add (make test): clang for the fuzzers, the tools the scripts call,
-# python3 for better-sqlite3's build (tests/interop), node and npm.
-TEST_PKGS := clang libclang-rt-14-dev procps curl jq python3 chromium
+# python3 for better-sqlite3's build (tests/interop), node and npm; podman, runc, docker-compose
+# and debootstrap run the image and the compose stack (tests/proc/podman.sh); chromium the dashboard test (tests/proc/dash.sh).
+TEST_PKGS := clang libclang-rt-14-dev procps curl jq python3 python3-yaml podman runc docker-compose debootstrap chromium
 DEB_PKGS := $(RUN_PKGS) $(TEST_PKGS)
 
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard common/*.c))

@@ -34,6 +34,7 @@
 #include "sup.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -550,7 +551,13 @@ int main(int argc, char **argv)
 	lay.n_rings = (unsigned)(2 * K + 1);
 	lay.n_bells = (unsigned)(K + 2);
 	lay.n_pages = BT_PIPE_N_PAGES;
-	if ((rc = bt_shm_create(shm_path, &lay, &shm)) < 0)
+	if ((rc = bt_shm_create(shm_path, &lay, &shm)) == -ENOSPC)
+		/* In a container /dev/shm is 64 MiB unless raised (docs/docker.md). */
+		bt_die_config("cannot create the shared-memory segment %s: %" PRIu64 " MiB do not fit in "
+			      "RELAY_SHM_DIR %s (2*K*RELAY_RING_MB + RELAY_BCAST_RING_MB plus a few pages); "
+			      "in a container raise /dev/shm (docker run --shm-size, compose shm_size)",
+			      shm_path, ((2 * (uint64_t)K * ring + bcast) >> 20) + 1, bt_cfg.shm_dir);
+	if (rc < 0)
 		bt_die_config("cannot create the shared-memory segment %s: %s", shm_path, strerror(-rc));
 	struct bt_sup_page *sp = bt_shm_page(shm, 0);
 	sp->n_verify = (uint32_t)K;
