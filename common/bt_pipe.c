@@ -94,25 +94,28 @@ void bt_commit_log_push(struct bt_stats_page *p, uint64_t last_seq, uint64_t ms)
 	atomic_store_explicit(&p->commit_n, n + 1, memory_order_release);
 }
 
+bool bt_commit_log_at(const struct bt_stats_page *sp, uint64_t n, uint64_t i, uint64_t *seq, uint64_t *ms)
+{
+	if (i >= BT_COMMIT_LOG || i >= n)
+		return false;
+	const struct bt_commit_ent *e = &sp->commits[(n - 1 - i) % BT_COMMIT_LOG];
+	uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+	*ms = atomic_load_explicit(&e->ms, memory_order_relaxed);
+	atomic_thread_fence(memory_order_acquire);
+	uint64_t s2 = atomic_load_explicit(&e->seq, memory_order_relaxed);
+	*seq = s1;
+	return s1 && s1 == s2; /* else being overwritten: too old to trust */
+}
+
 uint64_t bt_commit_log_ms(const struct bt_stats_page *sp, uint64_t seq)
 {
 	if (!sp || !seq)
 		return 0;
 	uint64_t n = atomic_load_explicit(&sp->commit_n, memory_order_acquire);
-	uint64_t found = 0;
+	uint64_t found = 0, s1, ms;
 	/* Newest first: the oldest batch whose last seq is >= seq wrote it. */
-	for (uint64_t i = 0; i < BT_COMMIT_LOG && i < n; i++) {
-		const struct bt_commit_ent *e = &sp->commits[(n - 1 - i) % BT_COMMIT_LOG];
-		uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
-		uint64_t ms = atomic_load_explicit(&e->ms, memory_order_relaxed);
-		atomic_thread_fence(memory_order_acquire);
-		uint64_t s2 = atomic_load_explicit(&e->seq, memory_order_relaxed);
-		if (!s1 || s1 != s2)
-			break; /* being overwritten: too old to trust */
-		if (s1 < seq)
-			break;
+	for (uint64_t i = 0; bt_commit_log_at(sp, n, i, &s1, &ms) && s1 >= seq; i++)
 		found = ms;
-	}
 	return found;
 }
 

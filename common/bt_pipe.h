@@ -25,6 +25,7 @@
 #ifndef BT_PIPE_H
 #define BT_PIPE_H
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -306,6 +307,9 @@ static inline uint64_t bt_stat_get(const struct bt_stats_page *p, enum bt_stat s
 void bt_hist_observe(struct bt_stats_page *p, enum bt_hist_id h, uint64_t v);
 /* Store: records that every seq <= last_seq is written, at wall-clock ms. */
 void bt_commit_log_push(struct bt_stats_page *p, uint64_t last_seq, uint64_t ms);
+/* The i-th newest entry (0 = newest) of the store's commit log, whose entry count was n: its
+   batch's last seq and wall-clock ms; false past the log's end or while the store overwrites it. */
+bool bt_commit_log_at(const struct bt_stats_page *sp, uint64_t n, uint64_t i, uint64_t *seq, uint64_t *ms);
 /* Wall-clock ms the store wrote seq (from its page sp), 0 when no longer (or not yet) logged. */
 uint64_t bt_commit_log_ms(const struct bt_stats_page *sp, uint64_t seq);
 uint64_t bt_now_ms(void);      /* CLOCK_MONOTONIC */

@@ -152,14 +152,8 @@ static double commit_rate(const struct bt_stats_page *sp, uint64_t wall)
 	uint64_t n = atomic_load_explicit(&sp->commit_n, memory_order_acquire), last = 0, base = 0, base_ms = 0;
 	if (!n)
 		return 0;
-	for (uint64_t i = 0; i < BT_COMMIT_LOG && i < n; i++) {
-		const struct bt_commit_ent *e = &sp->commits[(n - 1 - i) % BT_COMMIT_LOG];
-		uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
-		uint64_t ms = atomic_load_explicit(&e->ms, memory_order_relaxed);
-		atomic_thread_fence(memory_order_acquire);
-		uint64_t s2 = atomic_load_explicit(&e->seq, memory_order_relaxed);
-		if (!s1 || s1 != s2)
-			break; /* being overwritten (the oldest): use what was read */
+	uint64_t s1, ms;
+	for (uint64_t i = 0; bt_commit_log_at(sp, n, i, &s1, &ms); i++) { /* stops at one being overwritten */
 		if (!last)
 			last = s1;
 		base = s1;
