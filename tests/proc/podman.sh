@@ -25,7 +25,8 @@
 #	0; nothing of the project is left.
 #	Without podman, docker-compose and debootstrap (make deps installs them), or when podman
 #	cannot run containers here, it prints why and "0 passed, 0 failed (SKIP: ...)".
-#	BATON_PODMAN_KEEP=1 keeps the stack running at the end (for a look; remove it by hand).
+#	BATON_PODMAN_KEEP=1 keeps the stopped stack and the temp dir (compose.yml) at the end, for a
+#	look; remove them by hand.
 # DIAGNOSTICS
 #	Ends with "N passed, N failed"; logs stay in the temp dir printed on failure.
 set -u
@@ -36,7 +37,7 @@ cd "$ROOT"
 T0=$(date +%s)
 T=$(mktemp -d /tmp/baton-podman.XXXXXX)
 PROJ=batontest$$
-IMAGE=baton:test
+IMAGE=localhost/baton:$PROJ # a tag of this run: another run may be building its own tree
 BASE=debian:12
 pass=0 fail=0
 check() { # name condition-exit-code [detail]
@@ -92,9 +93,11 @@ cleanup() {
 		podman volume ls -q --filter "label=com.docker.compose.project=$PROJ" | xargs -r podman volume rm -f >/dev/null 2>&1
 		podman rm -f -v -t 0 "$PROJ-shm" "$PROJ-one" >/dev/null 2>&1
 	fi
+	# the layers stay (the next build's cache); only this run's name goes
+	[ "${BATON_PODMAN_KEEP:-0}" = 1 ] || podman untag "$IMAGE" "$IMAGE" >/dev/null 2>&1
 	for p in $SVC ${OTHER[@]+"${OTHER[@]}"}; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	if [ "$fail" -eq 0 ]; then rm -rf "$T"; else echo "# logs in $T"; fi
+	if [ "$fail" -eq 0 ] && [ "${BATON_PODMAN_KEEP:-0}" != 1 ]; then rm -rf "$T"; else echo "# logs in $T"; fi
 }
 OTHER=()
 trap cleanup EXIT
