@@ -66,6 +66,8 @@ int fan_hand_init(void);
 /* From the tick: after a SIGHUP, starts handing every consumer to another fanout. */
 void fan_hand_tick(void);
 void fan_hand_fini(void);
+/* The exit code: 3 after a hand-over under compose (restart: on-failure), else 0. */
+int fan_hand_exit_code(void);
 
 /* ---- fanout_sub.c ---- */
 /* Handles GET subscribeRepos: validates the cursor, upgrades, starts the consumer.  Ends req. */

@@ -12,8 +12,9 @@
  *	  3. stops queueing to its consumers and, as each one's output drains into the kernel,
  *	     passes its socket (SCM_RIGHTS) with its state ({after, ip, ua, cursor, since_ms,
  *	     peer}: one message, one descriptor) and forgets it (bt_ws_detach: no close frame);
- *	  4. exits 0 once every consumer is handed, closing with 1012 those still not drained after
- *	     HAND_DEADLINE_MS (a consumer that does not read): the supervisor starts it again.
+ *	  4. exits once every consumer is handed, closing with 1012 those still not drained after
+ *	     HAND_DEADLINE_MS (a consumer that does not read): the supervisor starts it again (exit
+ *	     0), or compose's restart: on-failure does (exit 3 when RELAY_SPAWN_STAGES=false).
  *	The receiver wraps the socket in a server WebSocket connection already open and serves it
  *	from after + 1, from the ring or RocksDB like any consumer: the consumer sees neither a
  *	close nor a gap nor a duplicate (the TCP connection never changed; the frames queued by the
@@ -53,6 +54,7 @@ static char my_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static int out_fd = -1;           /* to the receiving fanout while handing */
 static uint64_t hand_deadline_ms;
 static volatile sig_atomic_t hup;
+static bool handed; /* our consumers went to another fanout: exit to be started again */
 
 static int path_of(int slot, char *out, size_t cap)
 {
@@ -218,6 +220,7 @@ static void on_step(evutil_socket_t fd, short what, void *arg)
 		BT_WARN("hand-over: %u consumers did not drain in %d s: closed (1012), they resume from their cursor",
 			left, HAND_DEADLINE_MS / 1000);
 	BT_INFO("hand-over done: exiting to be restarted");
+	handed = true;
 	close(out_fd);
 	out_fd = -1;
 	bt_proc_stop = 1; /* the tick closes what is left and ends the loop */
@@ -281,4 +284,11 @@ void fan_hand_tick(void)
 	hand_deadline_ms = bt_now_ms() + HAND_DEADLINE_MS;
 	step_ev = evtimer_new(fan.base, on_step, NULL);
 	on_step(-1, 0, NULL);
+}
+
+int fan_hand_exit_code(void)
+{
+	/* Under compose (RELAY_SPAWN_STAGES=false) `restart: on-failure` restarts only a non-zero
+	   exit: 3 says "handed over, start me again".  Our supervisor restarts any exit but 2. */
+	return handed && !bt_cfg.spawn_stages ? 3 : 0;
 }

@@ -265,10 +265,11 @@ int main(int argc, char **argv)
 	fan_xrpc_fini();
 	fan_sub_fini();
 	fan_td_fini();
+	int code = fan_hand_exit_code();
 	fan_hand_fini();
 	bt_db_close(&fan.db);
 	if (fan_sub_count() == 0)
 		event_base_free(fan.base); /* otherwise connections still reference it; the exit reclaims all */
-	bt_proc_exit(0);
+	bt_proc_exit(code);
 	return 0;
 }

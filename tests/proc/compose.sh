@@ -382,6 +382,15 @@ check "scaled down to two: the third exits and is gone from status" $?
 wait_for 10 sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/_health)\" = 200 ]"
 check "... /_health 200 with two" $?
 
+# SIGHUP to one replica (docker kill -s HUP): it hands its consumers to the other and exits 3, which
+# restart: on-failure restarts.
+old=$(pid_of fanout-1)
+kill -HUP "$old"
+rehup() { grep -q "^fanout-1 pid $old exit 3\$" "$T/exits" && [ "$(pid_of fanout-1)" != "$old" ] && all_running; }
+wait_for 30 rehup
+check "SIGHUP to a fanout replica: it hands over, exits 3 and is restarted by its policy" $? \
+	"($(grep '^fanout-1' "$T/exits" | paste -sd';'))"
+
 }
 if [ "$fail" -eq 0 ]; then
 	flow
