@@ -288,6 +288,9 @@ struct bt_sup_page {
 	   while the supervisor rewrites them (a seqlock), even when they are whole. */
 	_Atomic uint32_t reload_gen;
 	char reload[3072];
+	/* restarts of the stage of each slot (bt_pipe_slot) counted by the supervisor (0 when the
+	   stages are started by others): for /metrics and /dash */
+	_Atomic uint32_t restarts[2 + BT_MAX_VERIFY + BT_MAX_FANOUT];
 };
 _Static_assert(sizeof(struct bt_sup_page) <= 4096, "supervisor page fits a page");
 

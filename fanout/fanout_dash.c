@@ -17,8 +17,7 @@
  *	LAST_SEQ minus the seq its fanout last sent (so per fanout, not per consumer; null for a
  *	fanout without consumers); the
  *	commit->send histogram of every fanout gives the delay in ms (bucket upper bounds).
- *	The supervisor's restart counts are not in shared memory: the stage table shows each
- *	process's uptime instead (batonctl status has the counts).
+ *	Restart counts come from the supervisor's page (null when compose starts the stages).
  *
  *	Reads only (like /metrics); the page's script sets text, never markup, so host names
  *	and reasons cannot inject anything.
@@ -107,9 +106,9 @@ static const char page[] =
 	"  if (d.events_per_s != null) { rates.push(d.events_per_s); if (rates.length > 60) rates.shift(); spark(); }\n"
 	"  fill($('totals'), ['', ''], [['committed', d.committed], ['last seq', d.last_seq], ['received', d.received],\n"
 	"    ['accepted (verify)', d.accepted], ['upstream bytes', [bytes(d.bytes_in), 'n']]]);\n"
-	"  fill($('stages'), ['role', 'index', 'pid', 'state', 'heartbeat', 'uptime', 'in', 'out'], d.stages.map(s => Object.assign(\n"
+	"  fill($('stages'), ['role', 'index', 'pid', 'state', 'heartbeat', 'uptime', 'restarts', 'in', 'out'], d.stages.map(s => Object.assign(\n"
 	"    [s.role, s.index, s.pid > 0 ? String(s.pid) : '-', s.up ? ['up', 'up'] : ['down', 'down'], [dur(s.heartbeat_age_s), 'n'],\n"
-	"     [dur(s.uptime_s), 'n'], s.frames_in, s.frames_out], { key: s.role + '-' + s.index })));\n"
+	"     [dur(s.uptime_s), 'n'], s.restarts == null ? '-' : s.restarts, s.frames_in, s.frames_out], { key: s.role + '-' + s.index })));\n"
 	"  fill($('drops'), ['stage', 'reason', 'events'], d.drops.map(x => [x.role + ' ' + x.index, x.reason, x.n]), 'no drops');\n"
 	"  const hs = d.hosts, st = Object.entries(hs.by_status);\n"
 	"  fill($('hosts'), ['', 'hosts'], [['known', hs.known], ['subscribed (ingest)', hs.subscribed], ['delivering (coverage window)', hs.recent],\n"
@@ -145,6 +144,16 @@ void fan_dash_page(struct bt_http_req *req)
    wall-clock ms of each written batch): the seqs after the newest batch older than the window,
    or after the oldest logged batch over the time since it when the log is younger.  -1 when
    that span is under MIN_SPAN_MS. */
+/* The supervisor's restart count of the stage, null when it does not start them (compose). */
+static json_t *restarts_of(const struct fan_stage *st)
+{
+	const struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
+	unsigned slot = bt_pipe_slot(st->role, st->index);
+	if (!bt_cfg.spawn_stages || !sp || slot >= sizeof sp->restarts / sizeof sp->restarts[0])
+		return json_null();
+	return json_integer(atomic_load(&sp->restarts[slot]));
+}
+
 static double commit_rate(const struct bt_stats_page *sp, uint64_t wall)
 {
 	if (!sp)
@@ -230,13 +239,13 @@ void fan_dash_json(struct bt_http_req *req)
 		double uptime = alive && (double)wall / 1000.0 > start ? (double)wall / 1000.0 - start : 0;
 		const char *role = bt_role_name(st[i].role);
 		json_array_append_new(
-			stages, json_pack("{s:s,s:i,s:i,s:b,s:o,s:o,s:I,s:I,s:I}", "role", role, "index", st[i].index, "pid",
+			stages, json_pack("{s:s,s:i,s:i,s:b,s:o,s:o,s:I,s:I,s:I,s:o}", "role", role, "index", st[i].index, "pid",
 					  (int)pid, "up", up, "heartbeat_age_s",
 					  pid > 0 ? json_real(hb <= now ? (double)(now - hb) / 1000.0 : 0.0) : json_null(),
 					  "uptime_s", alive ? json_real(uptime) : json_null(), "progress",
 					  (json_int_t)atomic_load(&pg->progress), "frames_in",
 					  (json_int_t)bt_stat_get(pg, BT_STAT_FRAMES_IN), "frames_out",
-					  (json_int_t)bt_stat_get(pg, BT_STAT_FRAMES_OUT)));
+					  (json_int_t)bt_stat_get(pg, BT_STAT_FRAMES_OUT), "restarts", restarts_of(&st[i])));
 		for (int d = 1; d < BT_DROP__COUNT; d++) {
 			uint64_t v = atomic_load_explicit(&pg->drops[d], memory_order_relaxed);
 			if (v)

@@ -389,6 +389,16 @@ void fan_metrics_respond(struct bt_http_req *req)
 		int up = pid > 0 && hb <= now && now - hb < (uint64_t)bt_cfg.heartbeat_timeout * 1000u;
 		fprintf(f, "baton_up{role=\"%s\",index=\"%d\"} %d\n", bt_role_name(st[i].role), st[i].index, up);
 	}
+	if (bt_cfg.spawn_stages) {
+		const struct bt_sup_page *sp = bt_shm_page(bt_proc.shm, 0);
+		family(f, "baton_restarts_total", "counter", "times the supervisor restarted the stage (this relay run)");
+		for (int i = 0; i < n; i++) {
+			unsigned slot = bt_pipe_slot(st[i].role, st[i].index);
+			if (st[i].pg && slot < sizeof sp->restarts / sizeof sp->restarts[0])
+				fprintf(f, "baton_restarts_total{role=\"%s\",index=\"%d\"} %u\n", bt_role_name(st[i].role),
+					st[i].index, atomic_load(&sp->restarts[slot]));
+		}
+	}
 	family(f, "baton_heartbeat_age_seconds", "gauge", "time since the stage's last loop turn");
 	for (int i = 0; i < n; i++) {
 		if (!st[i].pg || atomic_load(&st[i].pg->pid) <= 0)

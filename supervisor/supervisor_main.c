@@ -84,6 +84,16 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
+/* The stage's restart count, also in the segment (the fanouts' /metrics and /dash read it). */
+static void count_restart(struct sup_stage *s)
+{
+	s->restarts += 1;
+	unsigned slot = bt_pipe_slot(s->role, s->index);
+	struct bt_sup_page *sp = bt_shm_page(shm, 0);
+	if (slot < sizeof sp->restarts / sizeof sp->restarts[0])
+		atomic_store(&sp->restarts[slot], s->restarts);
+}
+
 static void add_stage(enum bt_role role, int index)
 {
 	struct sup_stage *s = &stages[n_stages++];
@@ -167,7 +177,7 @@ static void reap(void)
 			s->next_start_ms = now + s->backoff_ms;
 			s->last_delay_ms = s->backoff_ms;
 			s->backoff_ms = s->backoff_ms * 2 > 10000 ? 10000 : s->backoff_ms * 2;
-			s->restarts++;
+			count_restart(s);
 			s->state = SUP_BACKOFF;
 		}
 	}
@@ -275,7 +285,7 @@ static void check_adopted(void)
 			continue;
 		s->next_start_ms = bt_now_ms() + s->backoff_ms;
 		s->last_delay_ms = s->backoff_ms;
-		s->restarts++;
+		count_restart(s);
 		s->state = SUP_BACKOFF;
 	}
 }

@@ -121,6 +121,16 @@ export async function run(checks, ctx) {
     checks.ok('/_health is 200 after the kills', false, err.message)
   }
 
+  // /metrics (and /dash) show the supervisor's restart counts, equal to batonctl status's.
+  const st = await baton.status()
+  const text = await (await fetch(baton.metricsUrl)).text()
+  const bad = (st.stages || []).filter((s) => {
+    const m = text.match(new RegExp(`^baton_restarts_total\\{role="${s.role}",index="${s.index}"\\} (\\d+)$`, 'm'))
+    return !m || Number(m[1]) !== s.restarts
+  })
+  checks.ok('/metrics baton_restarts_total equals batonctl status for every stage', bad.length === 0 &&
+    (st.stages || []).some((s) => s.restarts > 0), JSON.stringify(bad.map((s) => [s.role, s.index, s.restarts])))
+
   for (const c of consumers) {
     checks.none(`${c.name}: frames canonical, lexicon-valid, seq strictly increasing`, c.errors)
     checks.none(`${c.name}: every valid event exactly once, per-DID order, no forged`, compareDelivery(c, valid, forged))
