@@ -568,6 +568,27 @@ static int parse_u64(const char *p, uint64_t *out)
 	return 0;
 }
 
+/* The connection settings of every consumer (a new one, or one handed over). */
+static const struct bt_ws_cbs sub_cbs = { .on_msg = on_msg, .on_close = on_close, .on_drain = on_drain };
+
+static struct bt_ws_opts sub_opts(void)
+{
+	return (struct bt_ws_opts){ .max_msg = 65536, .ping_interval_s = 30, .idle_timeout_s = 120,
+				    .drain_lowat = SUB_LOWAT, .server_hdr = fan.server_hdr };
+}
+
+/* Puts a connected consumer on the list (counted; the bell watch follows). */
+static void sub_link(struct fan_sub *s)
+{
+	s->next = subs;
+	if (subs)
+		subs->prev = s;
+	subs = s;
+	n_subs++;
+	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	fan_bell_update();
+}
+
 void fan_sub_start(struct bt_http_req *req)
 {
 	if (!retry_ev)
@@ -634,21 +655,13 @@ void fan_sub_start(struct bt_http_req *req)
 	s->since_ms = bt_wall_ms();
 	s->moved_ms = bt_now_ms();
 	s->lowat = SUB_LOWAT;
-	static const struct bt_ws_cbs cbs = { .on_msg = on_msg, .on_close = on_close, .on_drain = on_drain };
-	struct bt_ws_opts o = { .max_msg = 65536, .ping_interval_s = 30, .idle_timeout_s = 120,
-				.drain_lowat = SUB_LOWAT, .server_hdr = fan.server_hdr };
-	s->ws = bt_http_upgrade(req, &cbs, s, &o);
+	struct bt_ws_opts o = sub_opts();
+	s->ws = bt_http_upgrade(req, &sub_cbs, s, &o);
 	if (!s->ws) {
 		free(s);
 		return;
 	}
-	s->next = subs;
-	if (subs)
-		subs->prev = s;
-	subs = s;
-	n_subs++;
-	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
-	fan_bell_update();
+	sub_link(s);
 	bt_stat_add(bt_proc.stats, BT_STAT_CONNECTS, 1);
 
 	if (future) {
@@ -771,22 +784,14 @@ int fan_sub_adopt(int fd, json_t *st)
 	s->after = (uint64_t)json_integer_value(json_object_get(st, "after"));
 	s->moved_ms = bt_now_ms();
 	s->lowat = SUB_LOWAT;
-	static const struct bt_ws_cbs cbs = { .on_msg = on_msg, .on_close = on_close, .on_drain = on_drain };
-	struct bt_ws_opts o = { .max_msg = 65536, .ping_interval_s = 30, .idle_timeout_s = 120,
-				.drain_lowat = SUB_LOWAT, .server_hdr = fan.server_hdr };
-	s->ws = bt_ws_server_new(fan.base, bev, json_string_value(json_object_get(st, "peer")), &cbs, s, &o);
+	struct bt_ws_opts o = sub_opts();
+	s->ws = bt_ws_server_new(fan.base, bev, json_string_value(json_object_get(st, "peer")), &sub_cbs, s, &o);
 	if (!s->ws) {
 		free(s);
 		return -ENOMEM;
 	}
-	s->next = subs;
-	if (subs)
-		subs->prev = s;
-	subs = s;
-	n_subs++;
-	bt_stat_set(bt_proc.stats, BT_STAT_CONSUMERS, n_subs);
+	sub_link(s);
 	bt_stat_add(bt_proc.stats, BT_STAT_HANDED_IN, 1);
-	fan_bell_update();
 	if (s->after > max_sent) /* its events up to after were sent by the other fanout */
 		max_sent = s->after;
 	uint64_t pos;
